@@ -1,0 +1,212 @@
+//! The extractor: images in, keypoints and descriptors out. Plans (buffers, bind groups, dispatches) are built
+//! once per image size and reused; a batch goes to the GPU in one submission and only the selected keypoints and
+//! their descriptors come back.
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::features::Features;
+use crate::gpu::{Dispatch, Gpu};
+use crate::image_io::Image;
+use crate::model::descriptor::{DescriptorGpu, DescriptorPlan};
+use crate::model::detector::DetectorGpu;
+use crate::model::{nms_settings, pyramid, Level};
+use crate::ops::nms_topk::{KeypointRecord, NmsTopk};
+use crate::ops::preprocess;
+use crate::ops::sample::sample_descriptors;
+use crate::weights::Weights;
+use std::collections::HashMap;
+
+/// Options of an extractor; `None` takes the value of the weights' config.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub max_keypoints: Option<usize>,
+}
+
+pub struct Extractor<'g> {
+    gpu: &'g Gpu,
+    config: ModelConfig,
+    max_keypoints: usize,
+    detector: DetectorGpu,
+    descriptor: DescriptorGpu,
+    /// Plans by image size; a batch with several images of one size uses several.
+    plans: HashMap<(u32, u32), Vec<Plan>>,
+}
+
+/// Everything needed to run one image of one size.
+struct Plan {
+    raw: wgpu::Buffer,
+    gray: wgpu::Buffer,
+    to_gray: HashMap<(u32, u32), Dispatch>,
+    dispatches: Vec<Dispatch>,
+    keypoints: wgpu::Buffer,
+    descriptors: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    count: u32,
+    _buffers: Vec<wgpu::Buffer>,
+    _descriptor: DescriptorPlan,
+}
+
+impl<'g> Extractor<'g> {
+    pub fn new(gpu: &'g Gpu, weights: &Weights, options: Config) -> Result<Self> {
+        let config = weights.config.clone();
+        let max_keypoints = options.max_keypoints.unwrap_or(config.inference.max_keypoints);
+        if max_keypoints == 0 {
+            return Err(Error::Invalid("max_keypoints must be at least 1".into()));
+        }
+        Ok(Extractor {
+            gpu,
+            detector: DetectorGpu::upload(gpu, &weights.detector()),
+            descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config),
+            config,
+            max_keypoints,
+            plans: HashMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn extract(&mut self, image: &Image) -> Result<Features> {
+        Ok(self.extract_batch(std::slice::from_ref(image))?.remove(0))
+    }
+
+    /// Extracts every image with one submission to the GPU.
+    pub fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
+        let dim = self.config.descriptor.dim;
+        let mut results: Vec<Features> = images.iter().map(|i| Features::empty([i.width, i.height], dim)).collect();
+        let mut jobs: Vec<(usize, (u32, u32), usize)> = Vec::new(); // (image, size, plan index)
+        let mut used: HashMap<(u32, u32), usize> = HashMap::new();
+        for (i, image) in images.iter().enumerate() {
+            if image.width == 0 || image.height == 0 {
+                return Err(Error::Invalid(format!("image {i} is empty ({}x{})", image.width, image.height)));
+            }
+            let size = (image.width, image.height);
+            if pyramid(&self.config, size.0, size.1).is_empty() {
+                continue; // smaller than the receptive field: no keypoints
+            }
+            let slot = used.entry(size).or_insert(0);
+            jobs.push((i, size, *slot));
+            *slot += 1;
+        }
+        for (&size, &count) in &used {
+            while self.plans.get(&size).map_or(0, Vec::len) < count {
+                let plan = self.build_plan(size)?;
+                self.plans.entry(size).or_default().push(plan);
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(results);
+        }
+        let gpu = self.gpu;
+        for &(i, size, slot) in &jobs {
+            let image = &images[i];
+            let plan = &mut self.plans.get_mut(&size).unwrap()[slot];
+            gpu.queue.write_buffer(&plan.raw, 0, &image.packed_words());
+            let format = (image.channels, image.bits());
+            if !plan.to_gray.contains_key(&format) {
+                let d = preprocess::to_gray(gpu, image, self.config.input, &plan.raw, &plan.gray);
+                plan.to_gray.insert(format, d);
+            }
+        }
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for &(i, size, slot) in &jobs {
+                let image = &images[i];
+                let plan = &self.plans[&size][slot];
+                plan.to_gray[&(image.channels, image.bits())].record(&mut pass);
+                plan.dispatches.iter().for_each(|d| d.record(&mut pass));
+            }
+        }
+        for &(_, size, slot) in &jobs {
+            let plan = &self.plans[&size][slot];
+            let kp_bytes = 32 * plan.count as u64;
+            encoder.copy_buffer_to_buffer(&plan.keypoints, 0, &plan.staging, 0, kp_bytes);
+            encoder.copy_buffer_to_buffer(&plan.descriptors, 0, &plan.staging, kp_bytes, plan.descriptor_bytes(dim));
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let staging: Vec<(&wgpu::Buffer, u64)> = jobs
+            .iter()
+            .map(|&(_, size, slot)| {
+                let plan = &self.plans[&size][slot];
+                (&plan.staging, 32 * plan.count as u64 + plan.descriptor_bytes(dim))
+            })
+            .collect();
+        let bytes = gpu.read_staging(&staging)?;
+        for (&(i, size, slot), data) in jobs.iter().zip(bytes) {
+            let count = self.plans[&size][slot].count as usize;
+            let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&data[..32 * count]);
+            let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&data[32 * count..]);
+            results[i].push_records(&records, &descriptors);
+        }
+        Ok(results)
+    }
+
+    fn build_plan(&self, (w, h): (u32, u32)) -> Result<Plan> {
+        let gpu = self.gpu;
+        let levels = pyramid(&self.config, w, h);
+        let pixels = w as u64 * h as u64;
+        let heat: u64 = levels.iter().map(|l| l.geom.hw as u64 * l.geom.hh as u64).sum();
+        gpu.check_size("input", 8 * pixels, w, h)?;
+        gpu.check_size("detector activation", 4 * self.detector.scratch_len(w, h), w, h)?;
+        gpu.check_size("descriptor activation", self.descriptor.largest_buffer(w, h), w, h)?;
+        let raw = gpu.storage("raw image", 8 * pixels);
+        let gray = gpu.storage("gray", 4 * pixels);
+        let ping = gpu.storage("detector ping", 4 * self.detector.scratch_len(w, h));
+        let pong = gpu.storage("detector pong", 4 * self.detector.scratch_len(w, h));
+        let scores = gpu.storage("scores", 4 * heat);
+        let orientations = gpu.storage("orientations", 4 * heat);
+        let mut buffers = vec![ping.clone(), pong.clone(), scores.clone(), orientations.clone()];
+        let mut dispatches = Vec::new();
+        for level in &levels {
+            let input = if level.w == w && level.h == h {
+                gray.clone()
+            } else {
+                let tmp = gpu.storage("pyramid tmp", 4 * level.w as u64 * h as u64);
+                let image = gpu.storage("pyramid level", 4 * level.w as u64 * level.h as u64);
+                dispatches.extend(preprocess::resize(gpu, &gray, &tmp, &image, (w, h), (level.w, level.h)));
+                buffers.extend([tmp, image.clone()]);
+                image
+            };
+            let Level { w: lw, h: lh, geom } = *level;
+            dispatches.extend(self.detector.encode_level(gpu, &input, (lw, lh), &ping, &pong, &scores, &orientations, geom.offset));
+        }
+        let geoms: Vec<_> = levels.iter().map(|l| l.geom).collect();
+        let select = NmsTopk::build(gpu, &geoms, &nms_settings(&self.config, self.max_keypoints), &scores, &orientations);
+        dispatches.extend(select.dispatches);
+        let mut descriptor = self.descriptor.plan(gpu, &gray, (w, h));
+        dispatches.append(&mut descriptor.dispatches);
+        let dim = self.descriptor.dim as u32;
+        let descriptors = gpu.storage("descriptors", 4 * (select.count * dim) as u64);
+        dispatches.push(sample_descriptors(
+            gpu,
+            &select.keypoints,
+            select.count,
+            &descriptor.map,
+            descriptor.map_size,
+            dim,
+            self.descriptor.stride as f32,
+            &descriptors,
+        ));
+        let staging = gpu.staging("readback", 32 * select.count as u64 + 4 * (select.count * dim) as u64);
+        Ok(Plan {
+            raw,
+            gray,
+            to_gray: HashMap::new(),
+            dispatches,
+            keypoints: select.keypoints,
+            descriptors,
+            staging,
+            count: select.count,
+            _buffers: buffers,
+            _descriptor: descriptor,
+        })
+    }
+}
+
+impl Plan {
+    fn descriptor_bytes(&self, dim: usize) -> u64 {
+        4 * (self.count as usize * dim) as u64
+    }
+}

@@ -1,0 +1,284 @@
+//! Extracted features and their files: numpy `.npz` (the layout of design.md, read by `strek eval` and by any
+//! other program) and JSON.
+
+use crate::error::{Error, Result};
+use crate::ops::nms_topk::KeypointRecord;
+use std::io::Write;
+use std::path::Path;
+
+/// Keypoints sorted by descending score, with their descriptors (row-major `[len, dim]`, L2-normalised).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Features {
+    pub image_size: [u32; 2],
+    pub keypoints: Vec<[f32; 2]>,
+    pub scores: Vec<f32>,
+    pub orientations: Vec<f32>,
+    pub scales: Vec<f32>,
+    pub descriptors: Vec<f32>,
+    pub dim: usize,
+}
+
+impl Features {
+    pub fn empty(image_size: [u32; 2], dim: usize) -> Self {
+        Features { image_size, dim, ..Default::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keypoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keypoints.is_empty()
+    }
+
+    pub fn descriptor(&self, i: usize) -> &[f32] {
+        &self.descriptors[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Appends the valid records (the GPU pads with invalid ones) and their descriptors.
+    pub fn push_records(&mut self, records: &[KeypointRecord], descriptors: &[f32]) {
+        for (i, r) in records.iter().enumerate().filter(|(_, r)| r.valid > 0.5) {
+            self.keypoints.push([r.x, r.y]);
+            self.scores.push(r.score);
+            self.orientations.push(r.orientation);
+            self.scales.push(r.scale);
+            self.descriptors.extend_from_slice(&descriptors[i * self.dim..(i + 1) * self.dim]);
+        }
+    }
+
+    /// Keeps the first `k` (the best, as features are sorted by score).
+    pub fn truncate(&mut self, k: usize) {
+        let k = k.min(self.len());
+        self.keypoints.truncate(k);
+        self.scores.truncate(k);
+        self.orientations.truncate(k);
+        self.scales.truncate(k);
+        self.descriptors.truncate(k * self.dim);
+    }
+
+    /// Writes the npz file atomically (a temporary file renamed into place).
+    pub fn write_npz(&self, path: &Path) -> Result<()> {
+        let n = self.len();
+        let kp: Vec<f32> = self.keypoints.iter().flatten().copied().collect();
+        let size = [self.image_size[0] as i32, self.image_size[1] as i32];
+        let entries = vec![
+            ("keypoints.npy", npy_f32(&kp, &[n, 2])),
+            ("scores.npy", npy_f32(&self.scores, &[n])),
+            ("orientations.npy", npy_f32(&self.orientations, &[n])),
+            ("scales.npy", npy_f32(&self.scales, &[n])),
+            ("descriptors.npy", npy_f32(&self.descriptors, &[n, self.dim])),
+            ("image_size.npy", npy(&bytemuck::cast_slice(&size).to_vec(), "<i4", &[2])),
+        ];
+        write_atomically(path, &stored_zip(&entries))
+    }
+
+    pub fn read_npz(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let fail = |reason: &str| Error::Invalid(format!("{}: {reason}", path.display()));
+        let entries = read_stored_zip(&bytes).ok_or_else(|| fail("not an uncompressed npz file"))?;
+        let get = |name: &str| -> Result<(Vec<usize>, Vec<u8>, String)> {
+            let data = entries.iter().find(|(n, _)| n == name).ok_or_else(|| fail(&format!("no {name}")))?;
+            parse_npy(&data.1).ok_or_else(|| fail(&format!("{name} is not a readable npy array")))
+        };
+        let floats = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let (shape, data, dtype) = get(name)?;
+            let values = match dtype.as_str() {
+                "<f4" => bytemuck::pod_collect_to_vec(&data),
+                "<f2" => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                "<f8" => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                other => return Err(fail(&format!("{name} has dtype {other}, expected float"))),
+            };
+            Ok((shape, values))
+        };
+        let (_, kp) = floats("keypoints.npy")?;
+        let (dshape, descriptors) = floats("descriptors.npy")?;
+        let (_, size, dtype) = get("image_size.npy")?;
+        let image_size = match dtype.as_str() {
+            "<i4" | "<u4" => [u32::from_le_bytes(size[0..4].try_into().unwrap()), u32::from_le_bytes(size[4..8].try_into().unwrap())],
+            "<i8" | "<u8" => [u64::from_le_bytes(size[0..8].try_into().unwrap()) as u32, u64::from_le_bytes(size[8..16].try_into().unwrap()) as u32],
+            _ => return Err(fail("image_size must be an integer array")),
+        };
+        let n = kp.len() / 2;
+        let optional = |name: &str, default: f32| floats(name).map(|(_, v)| v).unwrap_or_else(|_| vec![default; n]);
+        let features = Features {
+            image_size,
+            keypoints: kp.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
+            scores: floats("scores.npy")?.1,
+            orientations: optional("orientations.npy", 0.0),
+            scales: optional("scales.npy", 1.0),
+            dim: dshape.get(1).copied().unwrap_or(0),
+            descriptors,
+        };
+        if features.scores.len() != n || features.orientations.len() != n || features.descriptors.len() != n * features.dim {
+            return Err(fail("arrays disagree on the number of keypoints"));
+        }
+        Ok(features)
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let keypoints: Vec<serde_json::Value> = (0..self.len())
+            .map(|i| {
+                serde_json::json!({
+                    "x": self.keypoints[i][0], "y": self.keypoints[i][1], "score": self.scores[i],
+                    "orientation": self.orientations[i], "scale": self.scales[i], "descriptor": self.descriptor(i),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "image_size": self.image_size, "dim": self.dim, "keypoints": keypoints });
+        write_atomically(path, serde_json::to_string(&doc).expect("json serialises").as_bytes())
+    }
+}
+
+/// Writes through a temporary file in the same folder and renames it, so no half-written file is ever visible.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
+    npy(bytemuck::cast_slice(data), "<f4", shape)
+}
+
+fn npy(data: &[u8], dtype: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+fn parse_npy(bytes: &[u8]) -> Option<(Vec<usize>, Vec<u8>, String)> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize, 12),
+    };
+    let header = std::str::from_utf8(bytes.get(start..start + header_len)?).ok()?;
+    let descr = header.split("'descr':").nth(1)?.split('\'').nth(1)?.to_string();
+    if header.contains("'fortran_order': True") {
+        return None;
+    }
+    let shape_text = header.split("'shape':").nth(1)?.split('(').nth(1)?.split(')').next()?;
+    let shape: Vec<usize> = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect::<Option<_>>()?;
+    let data = bytes[start + header_len..].to_vec();
+    let item = descr[2..].parse::<usize>().ok()?;
+    (data.len() >= shape.iter().product::<usize>() * item).then_some((shape, data, descr))
+}
+
+/// A zip archive with stored (uncompressed) entries: what `np.savez` writes and `np.load` reads.
+fn stored_zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in entries {
+        let crc = crc32fast::hash(data);
+        let offset = out.len() as u32;
+        let local = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend(sig.to_le_bytes());
+            if central {
+                h.extend(20u16.to_le_bytes());
+            }
+            h.extend([20u16, 0, 0, 0, 0x21].iter().flat_map(|v| v.to_le_bytes()));
+            h.extend(crc.to_le_bytes());
+            h.extend((data.len() as u32).to_le_bytes());
+            h.extend((data.len() as u32).to_le_bytes());
+            h.extend((name.len() as u16).to_le_bytes());
+            h.extend(0u16.to_le_bytes());
+            if central {
+                h.extend([0u16, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+                h.extend(0u32.to_le_bytes());
+                h.extend(offset.to_le_bytes());
+            }
+            h.extend(name.as_bytes());
+            h
+        };
+        out.extend(local(0x0403_4b50, false));
+        out.extend(data);
+        central.extend(local(0x0201_4b50, true));
+    }
+    let central_offset = out.len() as u32;
+    let count = entries.len() as u16;
+    out.extend(&central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0u16, 0, count, count].iter().flat_map(|v| v.to_le_bytes()));
+    out.extend((central.len() as u32).to_le_bytes());
+    out.extend(central_offset.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+/// Reads the entries of a zip whose entries are stored (numpy's default `np.savez`).
+fn read_stored_zip(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    let u16_at = |i: usize| Some(u16::from_le_bytes(bytes.get(i..i + 2)?.try_into().ok()?) as usize);
+    let u32_at = |i: usize| Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize);
+    while u32_at(at)? == 0x0403_4b50 {
+        let method = u16_at(at + 8)?;
+        let flags = u16_at(at + 6)?;
+        let mut size = u32_at(at + 22)?;
+        let name_len = u16_at(at + 26)?;
+        let extra_len = u16_at(at + 28)?;
+        let name = String::from_utf8(bytes.get(at + 30..at + 30 + name_len)?.to_vec()).ok()?;
+        let start = at + 30 + name_len + extra_len;
+        if method != 0 {
+            return None;
+        }
+        if size == 0xFFFF_FFFF || flags & 8 != 0 {
+            // zip64 or data descriptor: take the size from the extra field or give up
+            let extra = bytes.get(at + 30 + name_len..start)?;
+            if extra.len() >= 20 && u16::from_le_bytes([extra[0], extra[1]]) == 1 {
+                size = u64::from_le_bytes(extra[4..12].try_into().ok()?) as usize;
+            } else {
+                return None;
+            }
+        }
+        entries.push((name, bytes.get(start..start + size)?.to_vec()));
+        at = start + size;
+    }
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npz_round_trip() {
+        let f = Features {
+            image_size: [640, 480],
+            keypoints: vec![[1.5, 2.0], [3.0, 4.25]],
+            scores: vec![0.9, 0.5],
+            orientations: vec![0.1, 6.0],
+            scales: vec![1.0, 2.0],
+            descriptors: vec![0.6, 0.8, 1.0, 0.0],
+            dim: 2,
+        };
+        let dir = std::env::temp_dir().join(format!("strek-npz-{}", std::process::id()));
+        let path = dir.join("a.npz");
+        f.write_npz(&path).unwrap();
+        assert_eq!(Features::read_npz(&path).unwrap(), f);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

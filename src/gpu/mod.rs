@@ -1,0 +1,374 @@
+//! The GPU context: adapter choice, device with the adapter's own limits, pipeline cache, and the few buffer and
+//! dispatch helpers every op uses. The whole wgpu flow (instance, adapter, device, module, pipeline, bind group,
+//! dispatch, copy, map, read) is in this file.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A WGSL source file of `shaders/`.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// How to pick an adapter. Environment variables fill what is not set: `STREK_BACKEND` (vulkan, metal, dx12, gl),
+/// `STREK_ADAPTER` (a substring of the adapter name).
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: Option<String>,
+    pub adapter: Option<String>,
+    pub prefer_software: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub is_software: bool,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}{})", self.name, self.backend, self.device_type, if self.is_software { ", software" } else { "" })?;
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// Features used when present, never required.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SUBGROUP);
+
+fn parse_backends(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "all" | "auto" => wgpu::Backends::all(),
+        other => return Err(Error::Invalid(format!("unknown backend {other:?}: use vulkan, metal, dx12, gl or auto"))),
+    })
+}
+
+fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        is_software: info.device_type == wgpu::DeviceType::Cpu,
+    }
+}
+
+impl Gpu {
+    /// Lists the adapters this machine offers (for `strek info`).
+    pub fn adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
+        let (instance, backends) = Self::instance(options)?;
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        Ok(adapters.iter().map(|a| summarize(&a.get_info())).collect())
+    }
+
+    fn instance(options: &GpuOptions) -> Result<(wgpu::Instance, wgpu::Backends)> {
+        let backend = options.backend.clone().or_else(|| std::env::var("STREK_BACKEND").ok());
+        let backends = match backend {
+            Some(b) => parse_backends(&b)?,
+            None => wgpu::Backends::all(),
+        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        Ok((wgpu::Instance::new(desc), backends))
+    }
+
+    /// Picks an adapter: a named one if asked, else hardware before software (or the reverse with
+    /// `prefer_software`), Vulkan/Metal/DX12 before GL.
+    pub fn new(options: &GpuOptions) -> Result<Self> {
+        let (instance, backends) = Self::instance(options)?;
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let wanted = options.adapter.clone().or_else(|| std::env::var("STREK_ADAPTER").ok());
+        if let Some(name) = &wanted {
+            let needle = name.to_ascii_lowercase();
+            adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(&needle));
+        }
+        let rank = |a: &wgpu::Adapter| {
+            let info = a.get_info();
+            let software = info.device_type == wgpu::DeviceType::Cpu;
+            let kind = match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other => 2,
+                wgpu::DeviceType::Cpu => 3,
+            };
+            let kind = if options.prefer_software && software { -1 } else { kind };
+            (kind, (info.backend == wgpu::Backend::Gl) as i32)
+        };
+        adapters.sort_by_key(rank);
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(match &wanted {
+                Some(n) => format!(" whose name contains {n:?}"),
+                None => String::new(),
+            })
+        })?;
+        let summary = summarize(&adapter.get_info());
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("strek"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::DeviceRequest { adapter: summary.to_string(), reason: e.to_string() })?;
+        Ok(Self::assemble(device, queue, summary))
+    }
+
+    /// Wraps a device and queue that the host application already owns.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, adapter_info: &wgpu::AdapterInfo) -> Self {
+        Self::assemble(device, queue, summarize(adapter_info))
+    }
+
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary) -> Self {
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        let limits = device.limits();
+        let features = device.features();
+        Gpu {
+            device,
+            queue,
+            adapter,
+            limits,
+            features,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+        }
+    }
+
+    /// The compute pipeline of one entry point, compiled once and cached.
+    pub fn pipeline(&self, shader: Shader, entry: &'static str) -> Arc<wgpu::ComputePipeline> {
+        let mut pipelines = self.pipelines.lock().unwrap();
+        if let Some(p) = pipelines.get(&(shader.name, entry)) {
+            return p.clone();
+        }
+        let mut modules = self.modules.lock().unwrap();
+        let module = modules.entry(shader.name).or_insert_with(|| {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
+        });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        }));
+        pipelines.insert((shader.name, entry), pipeline.clone());
+        pipeline
+    }
+
+    /// Fails with a clear error when a buffer would exceed what the adapter can bind.
+    pub fn check_size(&self, what: &'static str, bytes: u64, width: u32, height: u32) -> Result<()> {
+        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::TooLarge { width, height, what, bytes, limit });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer (zeroed) of at least 4 bytes.
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_with(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let buffer = self.storage(label, data.len() as u64);
+        self.queue.write_buffer(&buffer, 0, &pad4(data));
+        buffer
+    }
+
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: std::mem::size_of::<T>().next_multiple_of(16) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, &pad4(bytemuck::bytes_of(value)));
+        buffer
+    }
+
+    pub fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// One dispatch: pipeline, bind group from `(binding, buffer)` pairs, and the workgroup count.
+    pub fn dispatch(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        bindings: &[(u32, &wgpu::Buffer)],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let pipeline = self.pipeline(shader, entry);
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch { pipeline, bind_group, workgroups, entry }
+    }
+
+    /// Submits the encoder and waits; reports a lost device as an error.
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.wait(Some(index))
+    }
+
+    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check_lost()
+    }
+
+    pub fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().unwrap().clone() {
+            Some(reason) => Err(Error::DeviceLost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Maps staging buffers after a submission and copies out their first `len` bytes each.
+    pub fn read_staging(&self, buffers: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<u8>>> {
+        let status = Arc::new(Mutex::new(Vec::new()));
+        for (buffer, len) in buffers {
+            let status = status.clone();
+            buffer.map_async(wgpu::MapMode::Read, 0..len.max(&4).next_multiple_of(4), move |r| {
+                status.lock().unwrap().push(r)
+            });
+        }
+        self.wait(None)?;
+        if let Some(Err(e)) = status.lock().unwrap().iter().find(|r| r.is_err()) {
+            return Err(Error::Gpu(format!("reading results back: {e}")));
+        }
+        let mut out = Vec::with_capacity(buffers.len());
+        for (buffer, len) in buffers {
+            let view = buffer
+                .get_mapped_range(0..len.max(&4).next_multiple_of(4))
+                .map_err(|e| Error::Gpu(format!("mapping results: {e:?}")))?;
+            out.push(view[..*len as usize].to_vec());
+            drop(view);
+            buffer.unmap();
+        }
+        Ok(out)
+    }
+
+    /// Copies a storage buffer to the host (tests and debugging; the extractor never reads dense maps).
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.staging("read_buffer", bytes);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.max(4).next_multiple_of(4));
+        self.queue.submit([encoder.finish()]);
+        Ok(self.read_staging(&[(&staging, bytes)])?.remove(0))
+    }
+
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_buffer(buffer, 4 * len as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Runs dispatches in one compute pass and waits (tests of single ops).
+    pub fn run(&self, dispatches: &[Dispatch]) -> Result<()> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.submit_and_wait(encoder)
+    }
+}
+
+/// A recorded dispatch; plans hold lists of them and replay them for every image of their size.
+pub struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+    pub entry: &'static str,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
+    }
+}
+
+/// Workgroups covering `n` invocations of a 1-D kernel of `size` lanes, spread over x and y so that no dimension
+/// exceeds the 65535 limit; kernels rebuild the index as `gid.x + gid.y * 65535 * size`.
+pub fn groups_1d(n: u32, size: u32) -> [u32; 3] {
+    let groups = n.div_ceil(size).max(1);
+    if groups <= 65535 {
+        [groups, 1, 1]
+    } else {
+        [65535, groups.div_ceil(65535), 1]
+    }
+}
+
+/// Workgroups of `tile` x `tile` lanes covering a `w` x `h` image, `depth` deep.
+pub fn groups_2d(w: u32, h: u32, tile: u32, depth: u32) -> [u32; 3] {
+    [w.div_ceil(tile).max(1), h.div_ceil(tile).max(1), depth.max(1)]
+}
+
+fn pad4(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if data.len() % 4 == 0 && !data.is_empty() {
+        data.into()
+    } else {
+        let mut v = data.to_vec();
+        v.resize(data.len().max(4).next_multiple_of(4), 0);
+        v.into()
+    }
+}

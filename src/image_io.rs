@@ -1,0 +1,90 @@
+//! Images as the engine takes them: 8- or 16-bit samples, 1 to 4 channels, tightly packed, oriented as a viewer
+//! shows them (EXIF applied).
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Samples {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    /// 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+    pub channels: u32,
+    pub samples: Samples,
+}
+
+impl Image {
+    pub fn gray8(width: u32, height: u32, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), (width * height) as usize, "gray image data does not match its size");
+        Image { width, height, channels: 1, samples: Samples::U8(data) }
+    }
+
+    /// Reads an image file, applying its EXIF orientation.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fail = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+        let reader = image::ImageReader::open(path)
+            .map_err(|e| fail(format!("cannot open ({e})")))?
+            .with_guessed_format()
+            .map_err(|e| fail(format!("cannot read ({e})")))?;
+        if reader.format().is_none() {
+            return Err(fail("not a recognised image format (PNG, JPEG, PNM, TIFF, BMP, WebP)".into()));
+        }
+        let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode ({e})")))?;
+        use image::ImageDecoder;
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode ({e})")))?;
+        img.apply_orientation(orientation);
+        let image = Self::from_dynamic(img);
+        if image.width == 0 || image.height == 0 {
+            return Err(fail("the image is empty (0 pixels)".into()));
+        }
+        Ok(image)
+    }
+
+    pub fn from_dynamic(img: image::DynamicImage) -> Self {
+        use image::DynamicImage as D;
+        let (width, height) = (img.width(), img.height());
+        let (channels, samples) = match img {
+            D::ImageLuma8(b) => (1, Samples::U8(b.into_raw())),
+            D::ImageLumaA8(b) => (2, Samples::U8(b.into_raw())),
+            D::ImageRgb8(b) => (3, Samples::U8(b.into_raw())),
+            D::ImageRgba8(b) => (4, Samples::U8(b.into_raw())),
+            D::ImageLuma16(b) => (1, Samples::U16(b.into_raw())),
+            D::ImageLumaA16(b) => (2, Samples::U16(b.into_raw())),
+            D::ImageRgb16(b) => (3, Samples::U16(b.into_raw())),
+            other => (4, Samples::U16(other.to_rgba16().into_raw())),
+        };
+        Image { width, height, channels, samples }
+    }
+
+    pub fn bits(&self) -> u32 {
+        match self.samples {
+            Samples::U8(_) => 8,
+            Samples::U16(_) => 16,
+        }
+    }
+
+    /// The i-th sample as a float in the sample's own range.
+    pub fn sample(&self, i: usize) -> f32 {
+        match &self.samples {
+            Samples::U8(v) => v[i] as f32,
+            Samples::U16(v) => v[i] as f32,
+        }
+    }
+
+    /// Samples packed little-endian into 32-bit words, as the preprocessing kernel reads them.
+    pub fn packed_words(&self) -> Vec<u8> {
+        let mut bytes = match &self.samples {
+            Samples::U8(v) => v.clone(),
+            Samples::U16(v) => bytemuck::cast_slice::<u16, u8>(v).to_vec(),
+        };
+        bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
+        bytes
+    }
+}

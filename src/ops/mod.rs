@@ -1,0 +1,43 @@
+//! The kernels of the engine. Each op is one WGSL file in `shaders/` beside one module here holding its host code
+//! (parameter block, dispatch) and its plain-Rust reference, the oracle of the tests.
+
+pub mod conv;
+pub mod nms_topk;
+pub mod orientation_pool;
+pub mod preprocess;
+pub mod sample;
+pub mod unet;
+
+use crate::gpu::Shader;
+
+/// Every shader of the engine, for the validation test and for warming the pipeline cache.
+pub const ALL_SHADERS: &[Shader] =
+    &[preprocess::SHADER, conv::SHADER, orientation_pool::SHADER, nms_topk::SHADER, unet::SHADER, sample::SHADER];
+
+/// A dense channel-major map `[c, h, w]` on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Map {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+impl Map {
+    pub fn zeros(c: usize, h: usize, w: usize) -> Self {
+        Map { c, h, w, data: vec![0.0; c * h * w] }
+    }
+
+    pub fn new(c: usize, h: usize, w: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), c * h * w, "map data does not match its shape");
+        Map { c, h, w, data }
+    }
+
+    pub fn at(&self, c: usize, y: usize, x: usize) -> f32 {
+        self.data[(c * self.h + y) * self.w + x]
+    }
+
+    pub fn bytes(&self) -> u64 {
+        4 * self.data.len() as u64
+    }
+}

@@ -1,0 +1,105 @@
+//! The descriptor U-Net's pooling, upsampling + skip concatenation and L2 normalisation (shaders/unet.wgsl).
+
+use super::Map;
+use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
+
+pub const SHADER: Shader = Shader { name: "unet", source: include_str!("../../shaders/unet.wgsl") };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Shape {
+    in_w: u32,
+    in_h: u32,
+    out_w: u32,
+    out_h: u32,
+    c: u32,
+    c_skip: u32,
+    _pad: [u32; 2],
+}
+
+/// Reference: 2x2 mean, stride 2, odd last row and column dropped.
+pub fn avgpool2_reference(x: &Map) -> Map {
+    let (oh, ow) = (x.h / 2, x.w / 2);
+    let mut out = Map::zeros(x.c, oh, ow);
+    for c in 0..x.c {
+        for y in 0..oh {
+            for xx in 0..ow {
+                let sum = (x.at(c, 2 * y, 2 * xx) + x.at(c, 2 * y, 2 * xx + 1))
+                    + (x.at(c, 2 * y + 1, 2 * xx) + x.at(c, 2 * y + 1, 2 * xx + 1));
+                out.data[(c * oh + y) * ow + xx] = sum * 0.25;
+            }
+        }
+    }
+    out
+}
+
+/// Source coordinate of output index u: (i0, i1, fraction), as PyTorch's bilinear with align_corners = false.
+pub fn bilinear_source(u: usize, n_in: usize, n_out: usize) -> (usize, usize, f32) {
+    let c = ((u as f32 + 0.5) * (n_in as f32 / n_out as f32) - 0.5).max(0.0);
+    let i0 = (c.floor() as usize).min(n_in - 1);
+    let i1 = (i0 + 1).min(n_in - 1);
+    (i0, i1, c - i0 as f32)
+}
+
+/// Reference: `concat([upsample_bilinear(y, size of skip), skip])`.
+pub fn upsample_concat_reference(y: &Map, skip: &Map) -> Map {
+    let (oh, ow) = (skip.h, skip.w);
+    let mut out = Map::zeros(y.c + skip.c, oh, ow);
+    for c in 0..y.c {
+        for v in 0..oh {
+            let (y0, y1, fy) = bilinear_source(v, y.h, oh);
+            for u in 0..ow {
+                let (x0, x1, fx) = bilinear_source(u, y.w, ow);
+                let top = y.at(c, y0, x0) * (1.0 - fx) + y.at(c, y0, x1) * fx;
+                let bottom = y.at(c, y1, x0) * (1.0 - fx) + y.at(c, y1, x1) * fx;
+                out.data[(c * oh + v) * ow + u] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
+    out.data[y.c * oh * ow..].copy_from_slice(&skip.data);
+    out
+}
+
+/// Reference: every pixel's channel vector divided by max(its norm, 1e-12).
+pub fn l2norm_reference(x: &Map) -> Map {
+    let plane = x.h * x.w;
+    let mut out = x.clone();
+    for p in 0..plane {
+        let sum: f32 = (0..x.c).map(|c| x.data[c * plane + p] * x.data[c * plane + p]).sum();
+        let inv = 1.0 / sum.sqrt().max(1e-12);
+        for c in 0..x.c {
+            out.data[c * plane + p] *= inv;
+        }
+    }
+    out
+}
+
+fn shape(in_w: u32, in_h: u32, out_w: u32, out_h: u32, c: u32, c_skip: u32) -> Shape {
+    Shape { in_w, in_h, out_w, out_h, c, c_skip, _pad: [0; 2] }
+}
+
+pub fn avgpool2(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32) -> Dispatch {
+    let p = gpu.uniform("pool shape", &shape(w, h, w / 2, h / 2, c, 0));
+    gpu.dispatch(SHADER, "avgpool2", &[(0, &p), (1, input), (2, output)], groups_2d(w / 2, h / 2, 8, c))
+}
+
+/// `y` is `c` x `in`; `skip` is `c_skip` x `out`; `output` receives `c + c_skip` x `out`.
+pub fn upsample_concat(
+    gpu: &Gpu,
+    y: &wgpu::Buffer,
+    skip: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+    (in_w, in_h): (u32, u32),
+    (out_w, out_h): (u32, u32),
+    c: u32,
+    c_skip: u32,
+) -> Dispatch {
+    let p = gpu.uniform("upsample shape", &shape(in_w, in_h, out_w, out_h, c, c_skip));
+    let bindings = [(0, &p), (1, y), (2, output), (3, skip)];
+    gpu.dispatch(SHADER, "upsample_concat", &bindings, groups_2d(out_w, out_h, 8, c + c_skip))
+}
+
+pub fn l2norm(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32) -> Dispatch {
+    let p = gpu.uniform("l2norm shape", &shape(w, h, w, h, c, 0));
+    gpu.dispatch(SHADER, "l2norm", &[(0, &p), (1, input), (2, output)], groups_2d(w, h, 8, 1))
+}

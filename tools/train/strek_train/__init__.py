@@ -1,0 +1,1 @@
+"""Training tools for strek: the S-TREK detector and descriptor (see tools/train/README.md)."""

@@ -1,0 +1,93 @@
+"""The descriptor: a small U-Net on the normalised gray image, exactly as docs/model.md ("Descriptor").
+
+Training uses batch norm after each 3x3 convolution; `export()` folds it, so the exported network is the plain
+conv + bias + ReLU U-Net that the engine runs."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import DESCRIPTOR_MAC_BUDGET, descriptor_convs, descriptor_macs_per_pixel, descriptor_stride
+
+
+class _ConvBN(nn.Module):
+    def __init__(self, c_in: int, c_out: int, k: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+    def export(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        w = self.conv.weight * scale[:, None, None, None]
+        b = (self.conv.bias - self.bn.running_mean) * scale + self.bn.bias
+        return w.detach().clone(), b.detach().clone()
+
+
+class Descriptor(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg["descriptor"]
+        if d["kind"] != "unet":
+            raise ValueError(f"descriptor kind {d['kind']!r} is not supported")
+        self.n_enc, self.n_dec = len(d["encoder"]), len(d["decoder"])
+        self.layers = nn.ModuleDict()
+        for name, c_out, c_in, k, _level in descriptor_convs(cfg):
+            if name == "head":
+                self.head = nn.Conv2d(c_in, c_out, 1)
+            else:
+                self.layers[name] = _ConvBN(c_in, c_out, k)
+
+    @property
+    def stride(self) -> int:
+        return descriptor_stride(self.cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, 1, H, W] -> L2-normalised descriptor map [B, D, H/S, W/S] (floor at every pooling)."""
+        skips = []
+        for level in range(self.n_enc):
+            if level > 0:
+                x = F.avg_pool2d(x, 2)  # floor: an odd last row / column is dropped
+            x = self.layers[f"enc{level}b"](self.layers[f"enc{level}a"](x))
+            skips.append(x)
+        for m in range(self.n_dec):
+            skip = skips[self.n_enc - 2 - m]
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.layers[f"dec{m}"](torch.cat([x, skip], dim=1))
+        return l2_normalize(self.head(x), dim=1)
+
+    def export(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out = {name: layer.export() for name, layer in self.layers.items()}
+        out["head"] = (self.head.weight.detach().clone(), self.head.bias.detach().clone())
+        return {name: out[name] for name, *_ in descriptor_convs(self.cfg)}
+
+
+def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-12)
+
+
+def sample_descriptors(dmap: torch.Tensor, xy: torch.Tensor, stride: int) -> torch.Tensor:
+    """Bilinear sampling of a descriptor map at level-0 pixel positions (docs/model.md), L2-renormalised.
+
+    dmap [D, Hd, Wd], xy [K, 2] (x, y) in input pixels -> [K, D]."""
+    _, hd, wd = dmap.shape
+    u = ((xy[:, 0] + 0.5) / stride - 0.5).clamp(0, wd - 1)
+    v = ((xy[:, 1] + 0.5) / stride - 0.5).clamp(0, hd - 1)
+    u0, v0 = u.floor().long(), v.floor().long()
+    u1, v1 = (u0 + 1).clamp(max=wd - 1), (v0 + 1).clamp(max=hd - 1)
+    fu, fv = (u - u0).to(dmap.dtype), (v - v0).to(dmap.dtype)
+    out = (dmap[:, v0, u0] * (1 - fu) * (1 - fv) + dmap[:, v0, u1] * fu * (1 - fv)
+           + dmap[:, v1, u0] * (1 - fu) * fv + dmap[:, v1, u1] * fu * fv)
+    return l2_normalize(out.t(), dim=1)
+
+
+def describe_budget(cfg: dict) -> str:
+    macs = descriptor_macs_per_pixel(cfg)
+    verdict = "within" if macs <= DESCRIPTOR_MAC_BUDGET else "OVER"
+    d = cfg["descriptor"]
+    return (f"descriptor: U-Net encoder {d['encoder']} decoder {d['decoder']} dim {d['dim']}, stride "
+            f"{descriptor_stride(cfg)}, {macs:.0f} MAC/px ({verdict} the {DESCRIPTOR_MAC_BUDGET} budget)")

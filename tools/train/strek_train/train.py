@@ -1,0 +1,351 @@
+"""Training CLI: `python3 -m strek_train.train --stage detector|descriptor --out RUN_DIR [options]`.
+
+Resumes from RUN_DIR/checkpoint.pt when it exists (the same command continues a run), writes checkpoints every
+--ckpt-minutes atomically (temporary file, then rename), on SIGTERM/SIGINT and at the end, and appends metrics to
+RUN_DIR/log.csv.  The same command runs on CUDA with --device cuda (at full size: --size 256 --batch 16)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import cv2
+import numpy as np
+import torch
+
+from .basis import BasisSpec
+from .config import default_config, heatmap_margin
+from .data import PairConfig, PairSource, default_data_dir, split_images
+from .descriptor import Descriptor, describe_budget as describe_descriptor, sample_descriptors
+from .detector import Detector, describe_budget as describe_detector
+from .losses import hardest_negative_triplet_loss
+from .metrics import matching_accuracy, nms_topk, repeatability
+from .reward import RewardConfig, reinforce_loss, repeatability_rewards, reproject
+from .sampler import SamplerConfig, sample_keypoints
+
+CHECKPOINT = "checkpoint.pt"
+LOG_COLUMNS = {
+    "detector": ["step", "elapsed_s", "sec_per_step", "loss", "reward", "baseline", "points", "visible", "repeated",
+                 "val_rep3", "val_points"],
+    "descriptor": ["step", "elapsed_s", "sec_per_step", "loss", "pos_dist", "neg_dist", "active", "keypoints",
+                   "val_mma3", "val_matches"],
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python3 -m strek_train.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["detector", "descriptor"], required=True)
+    p.add_argument("--out", required=True, help="run directory: checkpoint.pt, log.csv (resumed when present)")
+    p.add_argument("--detector", help="descriptor stage: the frozen detector's checkpoint.pt")
+    p.add_argument("--data", default=default_data_dir(), help="folder of photos (last 100 by name: validation)")
+    p.add_argument("--size", type=int, default=128, help="training view size in pixels")
+    p.add_argument("--batch", type=int, default=8, help="pairs per step")
+    p.add_argument("--steps", type=int, default=100_000, help="train until this step count")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (applied on resume too)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--group-order", type=int, default=8, help="N of C_N (divisible by 4)")
+    p.add_argument("--temperature", type=float, default=0.01, help="sampler softmax temperature")
+    p.add_argument("--radius", type=float, default=6.0, help="sampler mask radius (heatmap px)")
+    p.add_argument("--mass-threshold", type=float, default=1e-4, help="sampler stops under this remaining mass")
+    p.add_argument("--budget", type=int, default=64, help="sampler: most keypoints per image")
+    p.add_argument("--match-distance", type=float, default=3.0, help="reward: repeated within this distance (px)")
+    p.add_argument("--penalty", type=float, default=-0.5, help="reward of a visible keypoint not repeated")
+    p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
+    p.add_argument("--desc-keypoints", type=int, default=64, help="descriptor stage: keypoints per view")
+    p.add_argument("--val-size", type=int, default=256)
+    p.add_argument("--val-pairs", type=int, default=100)
+    p.add_argument("--val-keypoints", type=int, default=150, help="top-k keypoints per validation view")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-minutes", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 leaves the other cores free)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--images", help=argparse.SUPPRESS)  # tests: a .npy stack of gray images instead of --data
+    return p.parse_args(argv)
+
+
+# Arguments that define what is trained; a resumed run keeps the checkpoint's values.
+FIXED_ON_RESUME = ["stage", "seed", "group_order", "size", "batch", "temperature", "radius", "mass_threshold",
+                   "budget", "match_distance", "penalty", "margin", "desc_keypoints", "val_size", "val_pairs",
+                   "val_keypoints", "data", "detector"]
+
+
+def command_line(module: str) -> str:
+    return " ".join(shlex.quote(a) for a in ["python3", "-m", module, *sys.argv[1:]])
+
+
+def atomic_save(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunLog:
+    """log.csv of a run; on resume, rows written after the checkpoint are dropped (they will be redone)."""
+
+    def __init__(self, path: str, columns: list[str], resume_step: int | None):
+        self.path, self.columns = path, columns
+        rows = []
+        if resume_step is not None and os.path.exists(path):
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(path + ".tmp", "w", newline="") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(path + ".tmp", path)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                                      for k, v in row.items() if k in self.columns})
+
+
+def load_images(args) -> tuple[list, list, str]:
+    if args.images:
+        stack = list(np.load(args.images))
+        return stack[: max(1, len(stack) - 2)], stack[-2:], f"synthetic stack {args.images}"
+    train, val = split_images(args.data)
+    return train, val, f"{args.data}: {len(train)} training photos, last {len(val)} by name held out"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown (no commit yet)"
+    except OSError:
+        return "unknown (git not available)"
+
+
+def build_detector(train_config: dict | None, cfg: dict, temperature: float | None = None) -> Detector:
+    """A detector as a checkpoint describes it (basis, logit gain), or a fresh one for the sampler temperature."""
+    if train_config is None:
+        return Detector(cfg, logit_gain=temperature)
+    return Detector(cfg, logit_gain=train_config["logit_gain"], spec=BasisSpec(**train_config["basis"]))
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+        self.device = torch.device(args.device)
+        os.makedirs(args.out, exist_ok=True)
+        self.ckpt_path = os.path.join(args.out, CHECKPOINT)
+        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False) if os.path.exists(self.ckpt_path) else None
+        if ckpt is not None:
+            saved = ckpt["args"]
+            for key in FIXED_ON_RESUME:
+                if key in saved and getattr(args, key) != saved[key]:
+                    print(f"resume: keeping {key}={saved[key]!r} from the checkpoint (command line: "
+                          f"{getattr(args, key)!r})", flush=True)
+                    setattr(args, key, saved[key])
+            if saved["stage"] != args.stage:
+                raise SystemExit(f"{self.ckpt_path} is a {saved['stage']} run, not {args.stage}")
+        self.cfg = ckpt["model_config"] if ckpt else default_config(group_order=args.group_order)
+        self.margin = heatmap_margin(self.cfg)
+        self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget)
+        self.reward_cfg = RewardConfig(match_distance=args.match_distance, penalty=args.penalty)
+        self.pair_cfg = PairConfig(size=args.size)
+        train_imgs, val_imgs, self.data_desc = load_images(args)
+        self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=args.seed)
+        val_source = PairSource(val_imgs, PairConfig(size=args.val_size), self.cfg, seed=args.seed + 7919)
+        n_val = min(args.val_pairs, len(val_imgs)) if not args.images else len(val_imgs)
+        self.val = val_source.batch(0, n_val, "cpu", image_indices=list(range(n_val)))
+
+        torch.manual_seed(args.seed)
+        self.detector = build_detector(ckpt["train_config"] if ckpt else None, self.cfg, args.temperature)
+        self.detector.to(self.device)
+        self.detector_provenance = None
+        if args.stage == "detector":
+            self.model = self.detector
+        else:
+            if not args.detector:
+                raise SystemExit("--stage descriptor needs --detector RUN/checkpoint.pt (a trained detector)")
+            det_ckpt = torch.load(args.detector, map_location="cpu", weights_only=False)
+            self.detector = build_detector(det_ckpt["train_config"], det_ckpt["model_config"]).to(self.device)
+            self.detector.load_state_dict(det_ckpt["model"])
+            self.detector.eval().requires_grad_(False)
+            self.detector_provenance = {"checkpoint": args.detector, "steps": det_ckpt["step"]}
+            self.model = Descriptor(self.cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.step, self.baseline, self.elapsed = 0, None, 0.0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.step, self.baseline, self.elapsed = ckpt["step"], ckpt["baseline"], ckpt["elapsed_s"]
+            print(f"resumed {self.ckpt_path} at step {self.step}", flush=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = args.lr
+        self.log = RunLog(os.path.join(args.out, "log.csv"), LOG_COLUMNS[args.stage],
+                          self.step if ckpt is not None else None)
+        self.stop_requested = False
+
+    def checkpoint(self) -> None:
+        atomic_save({
+            "format": "strek-train-1",
+            "stage": self.args.stage,
+            "step": self.step,
+            "elapsed_s": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": self.baseline,
+            "model_config": self.cfg,
+            "train_config": {"sampler": self.sampler_cfg.to_dict(), "reward": self.reward_cfg.to_dict(),
+                             "pairs": self.pair_cfg.to_dict(), "lr": self.args.lr, "batch": self.args.batch,
+                             "logit_gain": self.detector.logit_gain, "basis": asdict(self.detector.spec)},
+            "args": vars(self.args),
+            "command": command_line("strek_train.train"),
+            "data": self.data_desc,
+            "detector": self.detector_provenance,
+            "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }, self.ckpt_path)
+
+    # ---- detector ------------------------------------------------------------------------------------------
+    def detector_step(self) -> dict:
+        a = self.args
+        v1, v2, h12 = self.source.batch(self.step, a.batch, self.device)
+        heat = self.detector(torch.cat([v1, v2])).max(dim=1).values  # score logits [2B, H', W']
+        gen = torch.Generator(device=self.device).manual_seed(a.seed * 1_000_003 + self.step)
+        s = sample_keypoints(heat, self.sampler_cfg, gen)
+        b = a.batch
+        (r1, m1), (r2, m2) = repeatability_rewards(s.xy[:b], s.valid[:b], s.xy[b:], s.valid[b:], h12, self.margin,
+                                                   tuple(heat.shape[-2:]), self.reward_cfg)
+        baseline = self.baseline if self.baseline is not None else float((r1.sum() + r2.sum()) / (m1.sum() + m2.sum()).clamp_min(1))
+        loss = reinforce_loss([s.log_prob[:b], s.log_prob[b:]], [r1, r2], [m1, m2], baseline)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        counted = float(m1.sum() + m2.sum())
+        mean_reward = float((r1.sum() + r2.sum()) / max(counted, 1))
+        if counted:
+            mom = self.reward_cfg.baseline_momentum if self.baseline is not None else 0.0
+            self.baseline = mom * (self.baseline or 0.0) + (1 - mom) * mean_reward
+        repeated_frac = float(((r1 > 0).sum() + (r2 > 0).sum()) / max(counted, 1))
+        return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
+                "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac}
+
+    @torch.no_grad()
+    def heatmaps(self, views: torch.Tensor) -> torch.Tensor:
+        self.detector.eval()
+        out = torch.cat([self.detector.heatmap(views[i:i + 8].to(self.device)).cpu() for i in range(0, len(views), 8)])
+        if self.args.stage == "detector":
+            self.detector.train()
+        return out
+
+    def validate_detector(self) -> dict:
+        v1, v2, h12 = self.val
+        hm1, hm2 = self.heatmaps(v1), self.heatmaps(v2)
+        reps, points = [], []
+        for i in range(len(v1)):
+            xy1, _ = nms_topk(hm1[i], self.args.val_keypoints, self.cfg["inference"]["nms_radius"])
+            xy2, _ = nms_topk(hm2[i], self.args.val_keypoints, self.cfg["inference"]["nms_radius"])
+            rep, _ = repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 3.0)
+            reps.append(rep)
+            points.append((len(xy1) + len(xy2)) / 2)
+        return {"val_rep3": float(np.mean(reps)), "val_points": float(np.mean(points))}
+
+    # ---- descriptor ----------------------------------------------------------------------------------------
+    def detect(self, views: torch.Tensor, k: int) -> list[torch.Tensor]:
+        hm = self.heatmaps(views)
+        return [nms_topk(h, k, self.cfg["inference"]["nms_radius"])[0] for h in hm]
+
+    def descriptor_step(self) -> dict:
+        a = self.args
+        v1, v2, h12 = self.source.batch(self.step, a.batch, self.device)
+        keypoints = self.detect(v1, a.desc_keypoints)
+        dmaps = self.model(torch.cat([v1, v2]))
+        size = (a.size - 2 * self.margin, a.size - 2 * self.margin)
+        anchors, positives, ids, positions = [], [], [], []
+        for i, xy in enumerate(keypoints):
+            xy = xy.to(self.device)
+            p, vis = reproject(xy[None].double(), h12[i][None], self.margin, size)
+            xy, p = xy[vis[0]].float() + self.margin, p[0][vis[0]].float() + self.margin  # image pixels
+            anchors.append(sample_descriptors(dmaps[i], xy, self.model.stride))
+            positives.append(sample_descriptors(dmaps[a.batch + i], p, self.model.stride))
+            ids.append(torch.full((len(xy),), i, device=self.device))
+            positions.append(p)
+        loss, stats = hardest_negative_triplet_loss(torch.cat(anchors), torch.cat(positives), torch.cat(ids),
+                                                    torch.cat(positions), margin=a.margin)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), **stats, "keypoints": sum(len(x) for x in anchors) / a.batch}
+
+    @torch.no_grad()
+    def validate_descriptor(self) -> dict:
+        v1, v2, h12 = self.val
+        k = self.args.val_keypoints
+        kp1, kp2 = self.detect(v1, k), self.detect(v2, k)
+        self.model.eval()
+        accs, counts = [], []
+        for i in range(len(v1)):
+            d1, d2 = self.model(torch.stack([v1[i], v2[i]]).to(self.device)).cpu()
+            xy1, xy2 = kp1[i].float() + self.margin, kp2[i].float() + self.margin
+            acc, n = matching_accuracy(kp1[i], sample_descriptors(d1, xy1, self.model.stride), kp2[i],
+                                       sample_descriptors(d2, xy2, self.model.stride), h12[i], self.margin)
+            accs.append(acc)
+            counts.append(n)
+        self.model.train()
+        return {"val_mma3": float(np.mean(accs)), "val_matches": float(np.mean(counts))}
+
+    # ---- loop ----------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        a = self.args
+        step_fn = self.detector_step if a.stage == "detector" else self.descriptor_step
+        validate = self.validate_detector if a.stage == "detector" else self.validate_descriptor
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: setattr(self, "stop_requested", True))
+        print(describe_detector(self.cfg), flush=True)
+        print(describe_descriptor(self.cfg), flush=True)
+        print(f"stage {a.stage}, step {self.step} -> {a.steps}, view {a.size}px, batch {a.batch}, device "
+              f"{self.device}, {torch.get_num_threads()} thread(s); data: {self.data_desc}", flush=True)
+        if self.step == 0:
+            row = {"step": 0, "elapsed_s": 0.0, **validate()}
+            self.log.write(row)
+            print(json.dumps(row), flush=True)
+        self.model.train()
+        last_ckpt = time.time()
+        acc, t_window = [], time.time()
+        while self.step < a.steps and not self.stop_requested:
+            t0 = time.time()
+            metrics = step_fn()
+            self.step += 1
+            self.elapsed += time.time() - t0
+            acc.append(metrics)
+            row = None
+            if self.step % a.log_every == 0:
+                row = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
+                row.update(step=self.step, elapsed_s=self.elapsed, sec_per_step=(time.time() - t_window) / len(acc))
+                acc, t_window = [], time.time()
+            if self.step % a.val_every == 0:
+                row = {**(row or {"step": self.step, "elapsed_s": self.elapsed}), **validate()}
+                t_window = time.time()
+            if row is not None:
+                self.log.write(row)
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                      flush=True)
+            if time.time() - last_ckpt >= a.ckpt_minutes * 60:
+                self.checkpoint()
+                last_ckpt = time.time()
+        self.checkpoint()
+        why = "stop requested" if self.stop_requested else "step target reached"
+        print(f"checkpoint written at step {self.step} ({why})", flush=True)
+
+
+def main(argv=None) -> None:
+    Trainer(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    main()
