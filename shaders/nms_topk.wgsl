@@ -213,7 +213,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     kp.y = (y + 0.5) * info.sy - 0.5;
     kp.score = scores[c.y];
     kp.orientation = orientations[c.y];
-    kp.scale = info.sx;
+    kp.scale = sqrt(info.sx * info.sy); // the same for a level and its quarter-turned twin
     kp.level = f32(level);
     kp.valid = 1.0;
     keypoints[i] = kp;

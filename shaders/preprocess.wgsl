@@ -7,7 +7,7 @@ struct GrayParams {
     channels: u32,   // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
     bits: u32,       // 8 or 16
     mean: f32,
-    std: f32,
+    std_dev: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -36,7 +36,7 @@ fn to_gray(@builtin(global_invocation_id) gid: vec3<u32>) {
         g = 0.299 * raw_sample(base) + 0.587 * raw_sample(base + 1u) + 0.114 * raw_sample(base + 2u);
     }
     let full = select(65535.0, 255.0, gp.bits == 8u);
-    gray[pixel] = (g / full - gp.mean) / gp.std;
+    gray[pixel] = (g / full - gp.mean) / gp.std_dev;
 }
 
 struct ResizeParams {

@@ -28,6 +28,9 @@ impl Image {
     /// Reads an image file, applying its EXIF orientation.
     pub fn open(path: &Path) -> Result<Self> {
         let fail = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+        if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+            return Err(fail("the file is empty (0 bytes)".into()));
+        }
         let reader = image::ImageReader::open(path)
             .map_err(|e| fail(format!("cannot open ({e})")))?
             .with_guessed_format()

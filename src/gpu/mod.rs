@@ -50,6 +50,7 @@ pub struct Gpu {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     lost: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Option<String>>>,
 }
 
 /// Features used when present, never required.
@@ -153,6 +154,13 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             *flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
         });
+        // wgpu's default handler panics on a validation or out-of-memory error; keep the first one and report it
+        // as an error at the next wait instead.
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().get_or_insert_with(|| e.to_string());
+        }));
         let limits = device.limits();
         let features = device.features();
         Gpu {
@@ -164,6 +172,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             lost,
+            errors,
         }
     }
 
@@ -272,9 +281,13 @@ impl Gpu {
         self.check_lost()
     }
 
+    /// Reports a lost device, or the first validation or out-of-memory error since the last check.
     pub fn check_lost(&self) -> Result<()> {
-        match self.lost.lock().unwrap().clone() {
-            Some(reason) => Err(Error::DeviceLost(reason)),
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(reason));
+        }
+        match self.errors.lock().unwrap().take() {
+            Some(message) => Err(Error::Gpu(message)),
             None => Ok(()),
         }
     }

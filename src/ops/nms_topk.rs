@@ -138,7 +138,7 @@ pub fn nms_topk_reference(levels: &[(LevelGeom, &Map, &Map)], s: &NmsSettings) -
                 y: (y + 0.5) * geom.sy - 0.5,
                 score,
                 orientation: orientation.data[local],
-                scale: geom.sx,
+                scale: (geom.sx * geom.sy).sqrt(),
                 level: l as f32,
                 valid: 1.0,
                 _pad: 0.0,

@@ -165,6 +165,7 @@ def synthetic_image(rng: np.random.Generator, height: int, width: int) -> np.nda
             cv2.ellipse(img, (x, y), (int(rng.integers(2, 12)), int(rng.integers(2, 12))), float(rng.uniform(0, 180)),
                         0, 360, colour, -1)
         else:
-            cv2.line(img, (x, y), (int(rng.integers(width)), int(rng.integers(height))), colour, int(rng.integers(1, 3)))
+            end = (int(rng.integers(width)), int(rng.integers(height)))
+            cv2.line(img, (x, y), end, colour, int(rng.integers(1, 3)))
     img += rng.normal(0, 0.02, img.shape).astype(np.float32)
     return np.clip(cv2.GaussianBlur(img, (0, 0), 0.7), 0, 1)

@@ -1,6 +1,6 @@
 """The descriptor: a small U-Net on the normalised gray image, exactly as docs/model.md ("Descriptor").
 
-Training uses batch norm after each 3x3 convolution; `export()` folds it, so the exported network is the plain
+Training uses batch norm after each convolution; `export()` folds it, so the exported network is the plain
 conv + bias + ReLU U-Net that the engine runs."""
 from __future__ import annotations
 
@@ -12,18 +12,22 @@ from .config import DESCRIPTOR_MAC_BUDGET, descriptor_convs, descriptor_macs_per
 
 
 class _ConvBN(nn.Module):
-    def __init__(self, c_in: int, c_out: int, k: int):
+    def __init__(self, c_in: int, c_out: int, k: int, relu: bool = True, affine: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2)
-        self.bn = nn.BatchNorm2d(c_out)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.relu = relu
 
     def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)))
+        y = self.bn(self.conv(x))
+        return torch.relu(y) if self.relu else y
 
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        gamma = self.bn.weight if self.bn.affine else torch.ones_like(self.bn.running_var)
+        beta = self.bn.bias if self.bn.affine else torch.zeros_like(self.bn.running_mean)
+        scale = gamma / torch.sqrt(self.bn.running_var + self.bn.eps)
         w = self.conv.weight * scale[:, None, None, None]
-        b = (self.conv.bias - self.bn.running_mean) * scale + self.bn.bias
+        b = (self.conv.bias - self.bn.running_mean) * scale + beta
         return w.detach().clone(), b.detach().clone()
 
 
@@ -37,10 +41,10 @@ class Descriptor(nn.Module):
         self.n_enc, self.n_dec = len(d["encoder"]), len(d["decoder"])
         self.layers = nn.ModuleDict()
         for name, c_out, c_in, k, _level in descriptor_convs(cfg):
-            if name == "head":
-                self.head = nn.Conv2d(c_in, c_out, 1)
-            else:
-                self.layers[name] = _ConvBN(c_in, c_out, k)
+            # The head's batch norm (no affine, folded at export) keeps every descriptor channel at unit variance
+            # over the batch: with hardest negatives from the first step, descriptors otherwise collapse to one
+            # point (measured: positive and negative distances both under 0.1 after 40 steps).
+            self.layers[name] = _ConvBN(c_in, c_out, k, relu=name != "head", affine=name != "head")
 
     @property
     def stride(self) -> int:
@@ -58,12 +62,10 @@ class Descriptor(nn.Module):
             skip = skips[self.n_enc - 2 - m]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = self.layers[f"dec{m}"](torch.cat([x, skip], dim=1))
-        return l2_normalize(self.head(x), dim=1)
+        return l2_normalize(self.layers["head"](x), dim=1)
 
     def export(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        out = {name: layer.export() for name, layer in self.layers.items()}
-        out["head"] = (self.head.weight.detach().clone(), self.head.bias.detach().clone())
-        return {name: out[name] for name, *_ in descriptor_convs(self.cfg)}
+        return {name: self.layers[name].export() for name, *_ in descriptor_convs(self.cfg)}
 
 
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -18,6 +18,6 @@ def hardest_negative_triplet_loss(anchors: torch.Tensor, positives: torch.Tensor
     hardest = torch.minimum(d_neg.min(dim=1).values, d_neg.min(dim=0).values)
     pos = d.diagonal()
     per_point = torch.relu(margin + pos - hardest)
-    stats = {"pos_dist": float(pos.mean()), "neg_dist": float(hardest[torch.isfinite(hardest)].mean()),
-             "active": float((per_point > 0).float().mean())}
+    stats = {"pos_dist": pos.mean().item(), "neg_dist": hardest[torch.isfinite(hardest)].mean().item(),
+             "active": (per_point > 0).float().mean().item()}
     return per_point.mean(), stats

@@ -8,12 +8,21 @@ from .reward import reproject
 
 
 def nms_topk(heatmap: torch.Tensor, k: int, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local maxima (window 2*radius+1) of heatmap [H, W], the k best: (xy [K, 2] long, scores [K]).
+    """The engine's keypoints (docs/model.md, NMS) on heatmap [H, W], the k best: (xy [K, 2] long, scores [K]).
 
-    Like the engine, but ties between neighbours keep both (they do not occur on real-valued heatmaps)."""
+    A pixel is kept if no other pixel within `radius` (Chebyshev) scores higher and no pixel before it (lower
+    linear index) scores the same: a plateau gives one keypoint, not a dense cluster."""
     h, w = heatmap.shape
+    neg = float("-inf")
     pooled = F.max_pool2d(heatmap[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
-    score = torch.where(heatmap == pooled, heatmap, torch.full_like(heatmap, float("-inf"))).flatten()
+    keep = heatmap == pooled
+    padded = F.pad(heatmap, (radius, radius, radius, radius), value=neg)
+    for dy in range(-radius, 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx >= 0:
+                break
+            keep &= padded[radius + dy:radius + dy + h, radius + dx:radius + dx + w] != heatmap
+    score = torch.where(keep, heatmap, torch.full_like(heatmap, neg)).flatten()
     k = min(k, int(torch.isfinite(score).sum()))
     top = score.topk(k)
     return torch.stack([top.indices % w, top.indices // w], dim=1), top.values

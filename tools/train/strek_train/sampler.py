@@ -16,8 +16,18 @@ import torch.nn.functional as F
 class SamplerConfig:
     temperature: float = 0.01
     radius: float = 6.0
-    mass_threshold: float = 1e-4
+    mass_threshold: float = 0.02
     budget: int = 64
+    # Soft bound of the sampled logits, in nats: logits / T -> bound * tanh(logits / (T * bound)); 0 disables it.
+    # Without it the policy gradient sharpens softmax(logits / T) without limit: within a few dozen steps a handful
+    # of peaks hold all the mass, the sampler stops drawing and stops exploring.  The bound is monotone, so the
+    # exported (unbounded) logits rank keypoints exactly as the trained distribution does.
+    logit_bound: float = 4.0
+
+    def scaled_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The log-weights (up to a constant) of the sampling distribution: (bounded) logits / T."""
+        z = logits / self.temperature
+        return self.logit_bound * torch.tanh(z / self.logit_bound) if self.logit_bound > 0 else z
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +45,7 @@ class Samples:
 
 
 def sample_keypoints(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None = None) -> Samples:
-    """logits [B, H, W] (differentiable) -> Samples.
+    """logits [B, H, W] (differentiable) -> Samples; the distribution is softmax(cfg.scaled_logits(logits)).
 
     Drawing from softmax over the available pixels is done with the Gumbel-max trick, with ONE Gumbel sample per
     pixel for the whole sequence: by the memorylessness of the exponential race, the argmax of z + G over the pixels
@@ -45,7 +55,7 @@ def sample_keypoints(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.
     dev = logits.device
     r = int(cfg.radius)
     hp, wp = h + 2 * r, w + 2 * r  # padded by the radius: a disk never leaves the grid, padding is never available
-    z = logits.detach() / cfg.temperature
+    z = cfg.scaled_logits(logits.detach())
     zpad = F.pad(z, (r, r, r, r), value=float("-inf")).reshape(b, hp * wp)
     p0 = torch.softmax(zpad, dim=1)
     u = torch.rand(zpad.shape, generator=generator, device=dev if generator is None else generator.device).to(dev)
@@ -81,7 +91,7 @@ def sample_keypoints(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.
     ys, xs = idx // wp - r, idx % wp - r
     idx_plain = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
     masked_plain = masked_at.reshape(b, hp, wp)[:, r:r + h, r:r + w].reshape(b, h * w)
-    log_prob = draw_log_probs(logits.reshape(b, h * w) / cfg.temperature, idx_plain, masked_plain, steps)
+    log_prob = draw_log_probs(cfg.scaled_logits(logits).reshape(b, h * w), idx_plain, masked_plain, steps)
     return Samples(xy=torch.stack([xs, ys], dim=-1), valid=valid, log_prob=log_prob * valid)
 
 
@@ -110,4 +120,4 @@ def log_probs_of(logits: torch.Tensor, xy: torch.Tensor, valid: torch.Tensor, cf
     covers = (d2 <= cfg.radius**2) & valid[..., None]
     first = torch.where(covers.any(1), covers.float().argmax(1), torch.full_like(ys, k)[None].expand(b, -1))
     idx = xy[..., 1] * w + xy[..., 0]
-    return draw_log_probs(logits.reshape(b, h * w) / cfg.temperature, idx, first, k) * valid
+    return draw_log_probs(cfg.scaled_logits(logits).reshape(b, h * w), idx, first, k) * valid

@@ -54,8 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--group-order", type=int, default=8, help="N of C_N (divisible by 4)")
     p.add_argument("--temperature", type=float, default=0.01, help="sampler softmax temperature")
     p.add_argument("--radius", type=float, default=6.0, help="sampler mask radius (heatmap px)")
-    p.add_argument("--mass-threshold", type=float, default=1e-4, help="sampler stops under this remaining mass")
+    p.add_argument("--mass-threshold", type=float, default=0.02, help="sampler stops under this remaining mass")
     p.add_argument("--budget", type=int, default=64, help="sampler: most keypoints per image")
+    p.add_argument("--logit-bound", type=float, default=4.0, help="sampler: soft bound of logits/T in nats (0: off)")
     p.add_argument("--match-distance", type=float, default=3.0, help="reward: repeated within this distance (px)")
     p.add_argument("--penalty", type=float, default=-0.5, help="reward of a visible keypoint not repeated")
     p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
@@ -74,8 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # Arguments that define what is trained; a resumed run keeps the checkpoint's values.
 FIXED_ON_RESUME = ["stage", "seed", "group_order", "size", "batch", "temperature", "radius", "mass_threshold",
-                   "budget", "match_distance", "penalty", "margin", "desc_keypoints", "val_size", "val_pairs",
-                   "val_keypoints", "data", "detector"]
+                   "budget", "logit_bound", "match_distance", "penalty", "margin", "desc_keypoints", "val_size",
+                   "val_pairs", "val_keypoints", "data", "detector"]
 
 
 def command_line(module: str) -> str:
@@ -141,7 +142,9 @@ class Trainer:
         self.device = torch.device(args.device)
         os.makedirs(args.out, exist_ok=True)
         self.ckpt_path = os.path.join(args.out, CHECKPOINT)
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False) if os.path.exists(self.ckpt_path) else None
+        ckpt = None
+        if os.path.exists(self.ckpt_path):
+            ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
         if ckpt is not None:
             saved = ckpt["args"]
             for key in FIXED_ON_RESUME:
@@ -153,7 +156,8 @@ class Trainer:
                 raise SystemExit(f"{self.ckpt_path} is a {saved['stage']} run, not {args.stage}")
         self.cfg = ckpt["model_config"] if ckpt else default_config(group_order=args.group_order)
         self.margin = heatmap_margin(self.cfg)
-        self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget)
+        self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget,
+                                         args.logit_bound)
         self.reward_cfg = RewardConfig(match_distance=args.match_distance, penalty=args.penalty)
         self.pair_cfg = PairConfig(size=args.size)
         train_imgs, val_imgs, self.data_desc = load_images(args)
@@ -221,13 +225,13 @@ class Trainer:
         b = a.batch
         (r1, m1), (r2, m2) = repeatability_rewards(s.xy[:b], s.valid[:b], s.xy[b:], s.valid[b:], h12, self.margin,
                                                    tuple(heat.shape[-2:]), self.reward_cfg)
-        baseline = self.baseline if self.baseline is not None else float((r1.sum() + r2.sum()) / (m1.sum() + m2.sum()).clamp_min(1))
+        counted = float(m1.sum() + m2.sum())
+        mean_reward = float((r1.sum() + r2.sum()) / max(counted, 1))
+        baseline = mean_reward if self.baseline is None else self.baseline  # the first step has no history
         loss = reinforce_loss([s.log_prob[:b], s.log_prob[b:]], [r1, r2], [m1, m2], baseline)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        counted = float(m1.sum() + m2.sum())
-        mean_reward = float((r1.sum() + r2.sum()) / max(counted, 1))
         if counted:
             mom = self.reward_cfg.baseline_momentum if self.baseline is not None else 0.0
             self.baseline = mom * (self.baseline or 0.0) + (1 - mom) * mean_reward

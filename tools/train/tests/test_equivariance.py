@@ -114,10 +114,11 @@ def test_orientation_pool_formula():
     t = 0.5 * (a - c) / (a - 2 * b + c)
     assert s.item() == 3.0
     assert abs(theta.item() - (2 + t) * 2 * math.pi / 8) < 1e-12
-    # Ties: the first maximal bin (0, not 3); its neighbours wrap around: a = v[3] = 5, c = v[1] = 1, so the
-    # parabola is not concave (d = 5 - 10 + 1 < 0 is concave: t = 0.5 * 4 / -4 = -0.5 -> theta = -0.5 bin -> 7/8 turn.
+    # Ties: the first maximal bin (0, not 3); its neighbours wrap around: a = v[3] = 5, c = v[1] = 1,
+    # d = 5 - 10 + 1 < 0, t = clamp(0.5 * 4 / -4) = -0.5, so theta = -0.5 bin = 3.5 bins of 4.
     _, theta = orientation_pool(torch.tensor([5.0, 1.0, 1.0, 5.0], dtype=torch.float64)[:, None, None])
-    assert abs(theta.item() - 2 * math.pi * (4 - 0.5) / 4) < 1e-12
-    # Not concave (d = 0): no offset.
-    _, theta = orientation_pool(torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0, 1.0, 3.0, 3.0], dtype=torch.float64)[:, None, None])
-    assert abs(theta.item() - 2 * 2 * math.pi / 8 - 0.0) < 1e-12
+    assert abs(theta.item() - 2 * math.pi * 3.5 / 4) < 1e-12
+    # Flat top (d = 0): no offset.
+    v = torch.tensor([3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0], dtype=torch.float64)
+    _, theta = orientation_pool(v[:, None, None])
+    assert theta.item() == 0.0

@@ -1,0 +1,112 @@
+//! Rotation equivariance as a tested property. For a random model with the exact 90-degree structure, a quarter
+//! turn of the input must rotate the heatmap and add pi/2 to every orientation, at every pyramid level.
+//!
+//! Every level keeps the grid: level sizes are round(W*s) x round(H*s), so a quarter turn swaps them, and the
+//! resampling filter is symmetric about the sample centre ((u + 0.5) * W/W_l - 0.5 mirrors onto itself), so
+//! resampling commutes with the turn. What differs is float rounding (sums in another order), hence tolerances.
+
+mod common;
+use common::*;
+use std::f32::consts::{FRAC_PI_2, TAU};
+use strek::demo::scene;
+use strek::geometry::rotate_image;
+use strek::model::detector::DetectorGpu;
+use strek::model::pyramid;
+use strek::ops::preprocess::{resize_reference, to_gray_reference};
+use strek::ops::Map;
+use strek::{Extractor, ModelConfig, Weights};
+
+fn test_config(n: usize) -> ModelConfig {
+    let mut config = ModelConfig::default_s_trek();
+    config.group_order = n;
+    config.inference.scales = vec![1.0, 0.707, 0.5];
+    config.inference.min_level_side = 0;
+    config
+}
+
+/// Score and orientation maps of the detector on the GPU for one level image.
+fn gpu_heatmaps(weights: &Weights, level: &Map) -> (Map, Map) {
+    let gpu = gpu();
+    let detector = DetectorGpu::upload(gpu, &weights.detector());
+    let (w, h) = (level.w as u32, level.h as u32);
+    let (hw, hh) = (level.w - 28, level.h - 28);
+    let ping = gpu.storage("ping", 4 * detector.scratch_len(w, h));
+    let pong = gpu.storage("pong", 4 * detector.scratch_len(w, h));
+    let score = gpu.storage("score", 4 * (hw * hh) as u64);
+    let orientation = gpu.storage("orientation", 4 * (hw * hh) as u64);
+    let dispatches = detector.encode_level(gpu, &upload(level), (w, h), &ping, &pong, &score, &orientation, 0);
+    gpu.run(&dispatches).unwrap();
+    (download(&score, 1, hh, hw), download(&orientation, 1, hh, hw))
+}
+
+fn angle_diff(a: f32, b: f32) -> f32 {
+    let d = (a - b).rem_euclid(TAU);
+    d.min(TAU - d)
+}
+
+#[test]
+fn quarter_turn_rotates_heatmaps_and_shifts_orientations_at_every_level() {
+    for n in [4, 8, 16] {
+        let config = test_config(n);
+        let weights = Weights::random(&config, 11 + n as u64);
+        let image = scene(97, 70, 3);
+        let (turned, _) = rotate_image(&image, 90.0);
+        let levels = pyramid(&config, image.width, image.height);
+        let turned_levels = pyramid(&config, turned.width, turned.height);
+        assert_eq!(levels.len(), 3, "all three levels of the test config are kept");
+        let gray = to_gray_reference(&image, config.input);
+        let turned_gray = to_gray_reference(&turned, config.input);
+        for (level, turned_level) in levels.iter().zip(&turned_levels) {
+            assert_eq!((level.w, level.h), (turned_level.h, turned_level.w), "level sizes swap");
+            let a = resize_reference(&gray, level.w as usize, level.h as usize);
+            let b = resize_reference(&turned_gray, turned_level.w as usize, turned_level.h as usize);
+            assert_close(&format!("C{n} level {}x{} resampled image", level.w, level.h), &b.data, &rot90_map(&a).data, 1e-5);
+            let (score, orientation) = gpu_heatmaps(&weights, &a);
+            let (turned_score, turned_orientation) = gpu_heatmaps(&weights, &b);
+            let tol = 1e-4 * max_abs(&score.data).max(1.0);
+            assert_close(&format!("C{n} level {}x{} heatmap", level.w, level.h), &turned_score.data, &rot90_map(&score).data, tol);
+            let expected = rot90_map(&orientation);
+            let mut compared = 0;
+            for (p, (&got, &want)) in turned_orientation.data.iter().zip(&expected.data).enumerate() {
+                let d = angle_diff(got, want + FRAC_PI_2);
+                // where two bins tie within rounding the argmax may flip; such pixels are rare and skipped
+                if d > 1e-2 {
+                    let s = turned_score.data[p];
+                    assert!(s.is_finite());
+                    continue;
+                }
+                compared += 1;
+                assert!(d < 1e-3, "C{n} orientation at {p}: {got} vs {want} + pi/2");
+            }
+            assert!(compared as f32 >= 0.99 * expected.data.len() as f32, "C{n}: only {compared} of {} orientations shift by exactly pi/2", expected.data.len());
+        }
+    }
+}
+
+#[test]
+fn extracted_keypoints_of_a_turned_image_are_the_turned_keypoints() {
+    let config = test_config(8);
+    let weights = Weights::random(&config, 5);
+    let gpu = gpu();
+    let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(300) }).unwrap();
+    let image = scene(120, 90, 9);
+    let (turned, h) = rotate_image(&image, 90.0);
+    let a = extractor.extract(&image).unwrap();
+    let b = extractor.extract(&turned).unwrap();
+    assert_eq!(a.len(), 300);
+    assert_eq!(b.len(), 300);
+    let mut same = 0;
+    for i in 0..a.len() {
+        let (x, y) = h.apply(a.keypoints[i][0] as f64, a.keypoints[i][1] as f64).unwrap();
+        let found = (0..b.len()).find(|&j| {
+            (b.keypoints[j][0] as f64 - x).abs() < 1e-3 && (b.keypoints[j][1] as f64 - y).abs() < 1e-3
+        });
+        if let Some(j) = found {
+            assert!(angle_diff(b.orientations[j], a.orientations[i] + FRAC_PI_2) < 1e-3, "orientation of keypoint {i}");
+            assert_eq!(a.scales[i], b.scales[j]);
+            same += 1;
+        }
+    }
+    // rounding may reorder near-equal scores at the top-k cut; everything else must coincide
+    assert!(same >= 294, "only {same} of 300 keypoints follow the quarter turn");
+}

@@ -1,0 +1,244 @@
+//! Every GPU kernel against its plain-Rust reference on random, odd-sized inputs (1x1, 7x13, 1023x769 and sizes
+//! that are not multiples of the 8x8 workgroup).
+//!
+//! Tolerances: float kernels sum at most a few hundred f32 products in a fixed order while the references sum in
+//! f64 (convolutions) or in f32 in the same order (the rest); the observed differences are rounding, of order
+//! 1e-7 relative per term, so 1e-5 of the output's magnitude bounds them with margin. Selection (NMS, top-k) does
+//! no arithmetic on scores and must match exactly.
+
+mod common;
+use common::*;
+use strek::config::{ConvSpec, GroupStructure, InputNorm};
+use strek::image_io::{Image, Samples};
+use strek::ops::conv::{conv2d_reference, out_len, GpuConv};
+use strek::ops::nms_topk::{nms_topk_reference, KeypointRecord, LevelGeom, NmsSettings, NmsTopk};
+use strek::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
+use strek::ops::sample::{sample_descriptors, sample_reference};
+use strek::ops::{preprocess, unet, Map};
+use strek::rng::Rng;
+use strek::weights::{ConvWeights, Weights};
+use strek::ModelConfig;
+
+const SIZES: &[(usize, usize)] = &[(1, 1), (7, 13), (13, 7), (33, 17), (1023, 769)];
+
+fn random_image(rng: &mut Rng, w: u32, h: u32, channels: u32, bits: u32) -> Image {
+    let n = (w * h * channels) as usize;
+    let samples = if bits == 8 {
+        Samples::U8((0..n).map(|_| rng.below(256) as u8).collect())
+    } else {
+        Samples::U16((0..n).map(|_| rng.below(65536) as u16).collect())
+    };
+    Image { width: w, height: h, channels, samples }
+}
+
+#[test]
+fn to_gray_matches_reference_for_every_pixel_format() {
+    let gpu = gpu();
+    let mut rng = Rng::new(1);
+    let norm = InputNorm { mean: 0.45, std: 0.27 };
+    for &(w, h) in SIZES {
+        for (channels, bits) in [(1, 8), (2, 8), (3, 8), (4, 8), (1, 16), (3, 16), (4, 16)] {
+            let image = random_image(&mut rng, w as u32, h as u32, channels, bits);
+            let raw = gpu.storage_with("raw", &image.packed_words());
+            let gray = gpu.storage("gray", 4 * (w * h) as u64);
+            gpu.run(&[preprocess::to_gray(gpu, &image, norm, &raw, &gray)]).unwrap();
+            let want = preprocess::to_gray_reference(&image, norm);
+            assert_close(&format!("to_gray {w}x{h} c{channels} {bits}-bit"), &download(&gray, 1, h, w).data, &want.data, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn resize_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(2);
+    for &((w, h), (ow, oh)) in &[((1, 1), (1, 1)), ((7, 13), (5, 9)), ((13, 7), (7, 4)), ((64, 48), (32, 24)), ((1023, 769), (723, 544)), ((1023, 769), (256, 192))] {
+        let src = random_map(&mut rng, 1, h, w);
+        let (input, tmp, out) = (upload(&src), gpu.storage("tmp", 4 * (ow * h) as u64), gpu.storage("out", 4 * (ow * oh) as u64));
+        gpu.run(&preprocess::resize(gpu, &input, &tmp, &out, (w as u32, h as u32), (ow as u32, oh as u32))).unwrap();
+        let want = preprocess::resize_reference(&src, ow, oh);
+        assert_close(&format!("resize {w}x{h} -> {ow}x{oh}"), &download(&out, 1, oh, ow).data, &want.data, 1e-5);
+    }
+}
+
+fn random_conv(rng: &mut Rng, c_out: usize, c_in: usize, k: usize) -> ConvWeights {
+    let spec = ConvSpec { name: "test".into(), c_out, c_in, k, level: 0, group: GroupStructure::None };
+    let weight = rng.vec(c_out * c_in * k * k, -0.3, 0.3);
+    let bias = rng.vec(c_out, -0.5, 0.5);
+    ConvWeights { spec, weight, bias }
+}
+
+#[test]
+fn conv2d_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(3);
+    // (w, h, c_in, c_out, k, pad, relu)
+    let cases = [
+        (1, 1, 1, 8, 3, 1, true),
+        (1, 1, 4, 4, 1, 0, false),
+        (7, 13, 16, 16, 5, 0, true),
+        (13, 7, 3, 12, 3, 1, false),
+        (33, 17, 8, 8, 5, 2, true),
+        (1023, 769, 1, 8, 5, 0, true),
+    ];
+    for (w, h, c_in, c_out, k, pad, relu) in cases {
+        let x = random_map(&mut rng, c_in, h, w);
+        let conv = random_conv(&mut rng, c_out, c_in, k);
+        let (ow, oh) = (out_len(w, k, pad), out_len(h, k, pad));
+        let layer = GpuConv::upload(gpu, &conv);
+        let out = gpu.storage("conv out", 4 * (c_out * ow * oh) as u64);
+        gpu.run(&[layer.dispatch(gpu, &upload(&x), &out, (w as u32, h as u32), pad as u32, relu)]).unwrap();
+        let want = conv2d_reference(&x, &conv, pad, relu);
+        let tol = 1e-5 * max_abs(&want.data).max(1.0);
+        assert_close(&format!("conv {w}x{h} {c_in}->{c_out} k{k} pad{pad}"), &download(&out, c_out, oh, ow).data, &want.data, tol);
+    }
+}
+
+/// Angles compared on the circle.
+fn angle_diff(a: f32, b: f32) -> f32 {
+    let d = (a - b).rem_euclid(std::f32::consts::TAU);
+    d.min(std::f32::consts::TAU - d)
+}
+
+#[test]
+fn fused_last_layer_with_orientation_pooling_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(4);
+    for n in [4, 8, 16] {
+        let mut config = ModelConfig::default_s_trek();
+        config.group_order = n;
+        let last = Weights::random(&config, n as u64).detector().pop().unwrap();
+        for &(w, h) in &[(5, 5), (11, 17), (64, 61)] {
+            let x = random_map(&mut rng, last.spec.c_in, h, w);
+            let (ow, oh) = (w - 4, h - 4);
+            let layer = GpuConv::upload(gpu, &last);
+            let offset = 3; // the maps are written at an offset in the pooled buffers
+            let score = gpu.storage("score", 4 * (offset + ow * oh) as u64);
+            let orientation = gpu.storage("orientation", 4 * (offset + ow * oh) as u64);
+            let d = conv_orientation_pool(gpu, &layer, &upload(&x), (w as u32, h as u32), &score, &orientation, offset as u32);
+            gpu.run(&[d]).unwrap();
+            let logits = conv2d_reference(&x, &last, 0, false);
+            let (want_score, want_orientation) = orientation_pool_reference(&logits);
+            let got_score = &gpu.read_f32(&score, offset + ow * oh).unwrap()[offset..];
+            let got_orientation = &gpu.read_f32(&orientation, offset + ow * oh).unwrap()[offset..];
+            let tol = 1e-5 * max_abs(&want_score.data).max(1.0);
+            assert_close(&format!("score C{n} {w}x{h}"), got_score, &want_score.data, tol);
+            // the parabola divides by a curvature that can be small: compare where the argmax is clear
+            let plane = ow * oh;
+            for p in 0..plane {
+                let mut v: Vec<f32> = (0..n).map(|r| logits.data[r * plane + p]).collect();
+                v.sort_by(|a, b| b.total_cmp(a));
+                if v[0] - v[1] > 1e-3 * v[0].abs().max(1.0) {
+                    let d = angle_diff(got_orientation[p], want_orientation.data[p]);
+                    assert!(d < 1e-3, "orientation C{n} {w}x{h} at {p}: gpu {} reference {}", got_orientation[p], want_orientation.data[p]);
+                }
+            }
+        }
+    }
+}
+
+fn run_nms(levels: &[(LevelGeom, Map, Map)], s: &NmsSettings) -> Vec<KeypointRecord> {
+    let gpu = gpu();
+    let scores: Vec<f32> = levels.iter().flat_map(|(_, m, _)| m.data.clone()).collect();
+    let orientations: Vec<f32> = levels.iter().flat_map(|(_, _, o)| o.data.clone()).collect();
+    let sb = gpu.storage_with("scores", bytemuck::cast_slice(&scores));
+    let ob = gpu.storage_with("orientations", bytemuck::cast_slice(&orientations));
+    let geoms: Vec<LevelGeom> = levels.iter().map(|l| l.0).collect();
+    let select = NmsTopk::build(gpu, &geoms, s, &sb, &ob);
+    gpu.run(&select.dispatches).unwrap();
+    let bytes = gpu.read_buffer(&select.keypoints, 32 * select.count as u64).unwrap();
+    let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&bytes);
+    records.into_iter().filter(|r| r.valid > 0.5).collect()
+}
+
+#[test]
+fn nms_topk_matches_reference_exactly() {
+    let mut rng = Rng::new(5);
+    for (sizes, radius, border, threshold, k, quantum) in [
+        (vec![(1, 1)], 1, 0, -1e30, 10, 0.0),
+        (vec![(7, 13), (5, 9)], 1, 0, -1e30, 1000, 0.0),
+        (vec![(13, 7)], 2, 1, 0.0, 5, 0.25), // coarse scores: many ties, broken by index
+        (vec![(200, 150), (141, 106), (100, 75)], 1, 2, -0.5, 500, 0.0),
+        (vec![(1023, 769)], 1, 0, -1e30, 2048, 0.0),
+        (vec![(64, 48)], 3, 0, -1e30, 7, 0.5),
+    ] {
+        let mut offset = 0;
+        let levels: Vec<(LevelGeom, Map, Map)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(l, &(w, h))| {
+                let mut score = random_map(&mut rng, 1, h, w);
+                if quantum > 0.0 {
+                    score.data.iter_mut().for_each(|v| *v = (*v / quantum).round() * quantum);
+                }
+                let orientation = Map::new(1, h, w, rng.vec(w * h, 0.0, std::f32::consts::TAU));
+                let s = 1.0 + l as f32 * 0.414;
+                let geom = LevelGeom { hw: w as u32, hh: h as u32, offset, margin: 14, sx: s, sy: s * 1.01 };
+                offset += (w * h) as u32;
+                (geom, score, orientation)
+            })
+            .collect();
+        let settings = NmsSettings { radius, border, threshold, max_keypoints: k };
+        let got = run_nms(&levels, &settings);
+        let refs: Vec<(LevelGeom, &Map, &Map)> = levels.iter().map(|(g, s, o)| (*g, s, o)).collect();
+        let want = nms_topk_reference(&refs, &settings);
+        assert_eq!(got.len(), want.len(), "keypoint count for levels {sizes:?}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "keypoint {i} for levels {sizes:?}");
+        }
+        assert!(want.len() <= k as usize);
+        assert!(want.windows(2).all(|p| p[0].score >= p[1].score));
+    }
+}
+
+#[test]
+fn unet_ops_match_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(6);
+    for &(w, h) in &[(2, 2), (7, 13), (13, 7), (67, 45)] {
+        let c = 5;
+        let x = random_map(&mut rng, c, h, w);
+        let pooled = gpu.storage("pooled", 4 * (c * (w / 2) * (h / 2)) as u64);
+        gpu.run(&[unet::avgpool2(gpu, &upload(&x), &pooled, (w as u32, h as u32), c as u32)]).unwrap();
+        let want = unet::avgpool2_reference(&x);
+        assert_close(&format!("avgpool2 {w}x{h}"), &download(&pooled, c, h / 2, w / 2).data, &want.data, 1e-6);
+
+        let small = random_map(&mut rng, 4, (h / 2).max(1), (w / 2).max(1));
+        let skip = random_map(&mut rng, 3, h, w);
+        let cat = gpu.storage("cat", 4 * (7 * w * h) as u64);
+        let d = unet::upsample_concat(gpu, &upload(&small), &upload(&skip), &cat, (small.w as u32, small.h as u32), (w as u32, h as u32), 4, 3);
+        gpu.run(&[d]).unwrap();
+        let want = unet::upsample_concat_reference(&small, &skip);
+        assert_close(&format!("upsample_concat {w}x{h}"), &download(&cat, 7, h, w).data, &want.data, 1e-6);
+
+        let normed = gpu.storage("normed", 4 * (c * w * h) as u64);
+        gpu.run(&[unet::l2norm(gpu, &upload(&x), &normed, (w as u32, h as u32), c as u32)]).unwrap();
+        let want = unet::l2norm_reference(&x);
+        assert_close(&format!("l2norm {w}x{h}"), &download(&normed, c, h, w).data, &want.data, 1e-6);
+    }
+}
+
+#[test]
+fn descriptor_sampling_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(7);
+    for &(w, h, dim, count) in &[(1, 1, 4, 3), (9, 7, 16, 65), (33, 17, 128, 1000)] {
+        let map = random_map(&mut rng, dim, h, w);
+        let stride = 4.0;
+        let keypoints: Vec<KeypointRecord> = (0..count)
+            .map(|_| KeypointRecord {
+                // some fall outside the map on purpose: sampling clamps
+                x: rng.range(-10.0, w as f32 * stride + 10.0),
+                y: rng.range(-10.0, h as f32 * stride + 10.0),
+                valid: 1.0,
+                ..Default::default()
+            })
+            .collect();
+        let kb = gpu.storage_with("keypoints", bytemuck::cast_slice(&keypoints));
+        let out = gpu.storage("descriptors", 4 * (count * dim) as u64);
+        let d = sample_descriptors(gpu, &kb, count as u32, &upload(&map), (w as u32, h as u32), dim as u32, stride, &out);
+        gpu.run(&[d]).unwrap();
+        let want = sample_reference(&map, stride, &keypoints);
+        assert_close(&format!("sample {w}x{h} D{dim}"), &gpu.read_f32(&out, count * dim).unwrap(), &want, 1e-5);
+    }
+}

@@ -1,0 +1,55 @@
+//! Every WGSL file validates with naga and translates to SPIR-V, MSL, HLSL and GLSL, so that the Vulkan, Metal,
+//! DX12 and GL back ends' shader compilers are exercised without a GPU.
+
+use naga::back::{glsl, hlsl, msl, spv};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use strek::ops::ALL_SHADERS;
+
+fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    (module, info)
+}
+
+#[test]
+fn every_shader_validates_and_translates_to_all_backends() {
+    assert!(ALL_SHADERS.len() >= 6);
+    for shader in ALL_SHADERS {
+        let (module, info) = parse(shader.name, shader.source);
+        assert!(!module.entry_points.is_empty(), "{} has no entry point", shader.name);
+        spv::write_vec(&module, &info, &spv::Options::default(), None)
+            .unwrap_or_else(|e| panic!("{} to SPIR-V: {e}", shader.name));
+        msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
+            .unwrap_or_else(|e| panic!("{} to MSL: {e}", shader.name));
+        let hlsl_options = hlsl::Options { fake_missing_bindings: true, ..Default::default() };
+        let mut hlsl_out = String::new();
+        hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl::PipelineOptions::default())
+            .write(&module, &info, None)
+            .unwrap_or_else(|e| panic!("{} to HLSL: {e}", shader.name));
+        for entry in &module.entry_points {
+            let mut glsl_out = String::new();
+            let options = glsl::Options { version: glsl::Version::new_gles(310), ..Default::default() };
+            let pipeline = glsl::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: entry.name.clone(),
+                multiview: None,
+            };
+            glsl::Writer::new(&mut glsl_out, &module, &info, &options, &pipeline, Default::default())
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{}::{} to GLSL: {e}", shader.name, entry.name));
+        }
+    }
+}
+
+#[test]
+fn every_entry_point_is_a_compute_shader_with_a_workgroup_size() {
+    for shader in ALL_SHADERS {
+        let (module, _) = parse(shader.name, shader.source);
+        for entry in &module.entry_points {
+            assert_eq!(entry.stage, naga::ShaderStage::Compute, "{}::{}", shader.name, entry.name);
+            assert!(entry.workgroup_size.iter().product::<u32>() <= 256, "{}::{} workgroup too large", shader.name, entry.name);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what is missing (Mesa's software Vulkan driver when
+# the machine has no Vulkan driver, the Python packages of the training tools), then the Rust and Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/env.sh
+
+echo "== adapter"
+cargo run --release --quiet -- info
+
+echo "== rust tests"
+cargo test --release -- --test-threads 2
+
+echo "== python tests (training tools)"
+python3 -m pip install --quiet -r tools/train/requirements.txt
+python3 -m pytest -q tools/train/tests

@@ -1,0 +1,70 @@
+"""Training curves: `python3 -m strek_train.plot RUN/log.csv [RUN2/log.csv] -o weights/training_curves.png`."""
+from __future__ import annotations
+
+import argparse
+import csv
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS = {
+    "detector": [("reward", "mean reward per counted draw"), ("points", "sampled keypoints per view"),
+                 ("repeated", "repeated share of visible draws"), ("val_rep3", "validation rep@3 (top-k, NMS)")],
+    "descriptor": [("loss", "triplet loss"), ("active", "share of violated triplets"),
+                   ("pos_dist", "positive distance"), ("val_mma3", "validation mma@3 (mutual NN)")],
+}
+
+
+def read(path: str) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k != "step" and v not in ("", None):
+                    series.setdefault(k, []).append((int(row["step"]), float(v)))
+    return series
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python3 -m strek_train.plot", description=__doc__)
+    p.add_argument("logs", nargs="+", help="log.csv of a detector run, then optionally of a descriptor run")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--smooth", type=int, default=20, help="moving average window (log rows) of training metrics")
+    args = p.parse_args(argv)
+    runs = []
+    for path in args.logs:
+        series = read(path)
+        runs.append(("detector" if "reward" in series else "descriptor", path, series))
+    fig, axes = plt.subplots(len(runs), 4, figsize=(16, 3.6 * len(runs)), squeeze=False)
+    for row, (stage, path, series) in enumerate(runs):
+        for col, (key, title) in enumerate(PANELS[stage]):
+            ax = axes[row][col]
+            pts = series.get(key, [])
+            if pts:
+                steps, values = zip(*pts)
+                is_val = key.startswith("val_")
+                ax.plot(steps, values if is_val else smooth(list(values), args.smooth), marker="o" if is_val else None,
+                        markersize=3)
+            ax.set_title(f"{stage}: {title}", fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    fig.suptitle(" + ".join(path for _, path, _ in runs), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=80)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
