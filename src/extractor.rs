@@ -22,8 +22,8 @@ pub struct Config {
     pub max_keypoints: Option<usize>,
 }
 
-pub struct Extractor<'g> {
-    gpu: &'g Gpu,
+pub struct Extractor {
+    gpu: Gpu,
     config: ModelConfig,
     max_keypoints: usize,
     detector: DetectorGpu,
@@ -46,21 +46,25 @@ struct Plan {
     _descriptor: DescriptorPlan,
 }
 
-impl<'g> Extractor<'g> {
-    pub fn new(gpu: &'g Gpu, weights: &Weights, options: Config) -> Result<Self> {
+impl Extractor {
+    pub fn new(gpu: &Gpu, weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
         let max_keypoints = options.max_keypoints.unwrap_or(config.inference.max_keypoints);
         if max_keypoints == 0 {
             return Err(Error::Invalid("max_keypoints must be at least 1".into()));
         }
         Ok(Extractor {
-            gpu,
+            gpu: gpu.clone(),
             detector: DetectorGpu::upload(gpu, &weights.detector()),
             descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config),
             config,
             max_keypoints,
             plans: HashMap::new(),
         })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -98,7 +102,7 @@ impl<'g> Extractor<'g> {
         if jobs.is_empty() {
             return Ok(results);
         }
-        let gpu = self.gpu;
+        let gpu = &self.gpu;
         for &(i, size, slot) in &jobs {
             let image = &images[i];
             let plan = &mut self.plans.get_mut(&size).unwrap()[slot];
@@ -144,7 +148,7 @@ impl<'g> Extractor<'g> {
     }
 
     fn build_plan(&self, (w, h): (u32, u32)) -> Result<Plan> {
-        let gpu = self.gpu;
+        let gpu = &self.gpu;
         let levels = pyramid(&self.config, w, h);
         let pixels = w as u64 * h as u64;
         let heat: u64 = levels.iter().map(|l| l.geom.hw as u64 * l.geom.hh as u64).sum();

@@ -11,6 +11,7 @@
 //! # Ok::<(), strek::Error>(())
 //! ```
 
+pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod ops;
 pub mod rng;
 pub mod weights;
 
+pub use backend::{Device, Extract};
 pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use extractor::{Config, Extractor};

@@ -41,14 +41,16 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
+/// Cheap to clone: every field is a shared handle.
+#[derive(Clone)]
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
+    pipelines: Arc<Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>>,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -169,8 +171,8 @@ impl Gpu {
             adapter,
             limits,
             features,
-            modules: Mutex::new(HashMap::new()),
-            pipelines: Mutex::new(HashMap::new()),
+            modules: Default::default(),
+            pipelines: Default::default(),
             lost,
             errors,
         }

@@ -1,0 +1,90 @@
+//! The `strek` command: a thin shell over the library. One module per subcommand.
+
+mod demo;
+mod extract;
+mod info;
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use strek::{Device, GpuOptions, Weights};
+
+#[derive(Parser)]
+#[command(name = "strek", version, about = "Rotation-equivariant S-TREK local features on any GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Flags every subcommand takes.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Where to run: auto (a hardware GPU when present, else the CPU), gpu (any adapter, software ones too) or cpu.
+    #[arg(long, global = true, default_value = "gpu")]
+    device: Device,
+    /// GPU backend: vulkan, metal, dx12, gl or auto (also STREK_BACKEND).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text (also STREK_ADAPTER).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Prefer a software adapter (Mesa lavapipe/llvmpipe) over hardware ones.
+    #[arg(long, global = true)]
+    prefer_software: bool,
+    /// Weights file [default: weights/strek.safetensors of the working directory or of the source tree].
+    #[arg(long, global = true)]
+    weights: Option<PathBuf>,
+}
+
+impl Common {
+    pub fn gpu_options(&self) -> GpuOptions {
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), prefer_software: self.prefer_software }
+    }
+
+    /// The weights file: the flag, else weights/ of the working directory, else of the source tree.
+    pub fn weights_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.weights {
+            return Some(p.clone());
+        }
+        [PathBuf::from(strek::DEFAULT_WEIGHTS), Path::new(env!("CARGO_MANIFEST_DIR")).join(strek::DEFAULT_WEIGHTS)]
+            .into_iter()
+            .find(|p| p.exists())
+    }
+
+    /// The weights, which must exist.
+    pub fn weights(&self) -> strek::Result<Weights> {
+        let path = self.weights_path().ok_or_else(|| strek::Error::Weights {
+            path: strek::DEFAULT_WEIGHTS.into(),
+            reason: "not found; pass --weights PATH (weights come from tools/train)".into(),
+        })?;
+        Weights::load(&path)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Extract keypoints and descriptors from images; writes OUT/<stem>.npz (or .json) per image.
+    Extract(extract::Args),
+    /// Show the adapters, the chosen one's backend, limits and features, and the model's cost.
+    Info,
+    /// Run on a built-in generated scene and its rotated copy: match, print repeatability, write a PNG.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Extract(args) => extract::run(&cli.common, args),
+        Command::Info => info::run(&cli.common),
+        Command::Demo(args) => demo::run(&cli.common, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
