@@ -19,6 +19,12 @@ pub trait Extract {
 
     /// What runs the extraction, for reports ("GPU: <adapter>" or "CPU: <threads>").
     fn describe(&self) -> String;
+
+    /// Seconds spent in each stage (upload, pyramid, detector, nms_topk, descriptor, sampling, readback, ...) by the
+    /// last call, where the backend can measure them; empty where it cannot.
+    fn stage_times(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 impl Extract for Extractor {
