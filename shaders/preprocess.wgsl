@@ -82,3 +82,20 @@ fn resize_axis(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     dst[gid.y * rp.out_w + gid.x] = acc / wsum;
 }
+
+// A frame the host application rendered: any float-filterable colour texture (unorm or float formats; sRGB
+// textures are refused on the host because sampling would linearise them). Same gray conversion as `to_gray`.
+@group(0) @binding(6) var frame: texture_2d<f32>;
+
+@compute @workgroup_size(8, 8, 1)
+fn texture_to_gray(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= gp.width || gid.y >= gp.height) {
+        return;
+    }
+    let c = textureLoad(frame, vec2<i32>(gid.xy), 0);
+    var g = c.r;
+    if (gp.channels >= 3u) {
+        g = 0.299 * c.r + 0.587 * c.g + 0.114 * c.b;
+    }
+    gray[gid.y * gp.width + gid.x] = (g - gp.mean) / gp.std_dev;
+}

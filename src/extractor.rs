@@ -32,6 +32,21 @@ pub struct Extractor {
     plans: HashMap<(u32, u32), Vec<Plan>>,
 }
 
+/// What an extraction starts from.
+enum Input<'a> {
+    Image(&'a Image),
+    Texture(&'a wgpu::Texture),
+}
+
+impl Input<'_> {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Input::Image(i) => (i.width, i.height),
+            Input::Texture(t) => (t.width(), t.height()),
+        }
+    }
+}
+
 /// Everything needed to run one image of one size.
 struct Plan {
     raw: wgpu::Buffer,
@@ -77,15 +92,26 @@ impl Extractor {
 
     /// Extracts every image with one submission to the GPU.
     pub fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
+        let inputs: Vec<Input> = images.iter().map(Input::Image).collect();
+        self.run(&inputs)
+    }
+
+    /// Extracts from a texture the host application rendered, without a round trip through the CPU. The texture
+    /// needs `TEXTURE_BINDING` usage and a linear float-filterable colour format (Rgba8Unorm, Bgra8Unorm, ...).
+    pub fn extract_texture(&mut self, texture: &wgpu::Texture) -> Result<Features> {
+        Ok(self.run(&[Input::Texture(texture)])?.remove(0))
+    }
+
+    fn run(&mut self, inputs: &[Input]) -> Result<Vec<Features>> {
         let dim = self.config.descriptor.dim;
-        let mut results: Vec<Features> = images.iter().map(|i| Features::empty([i.width, i.height], dim)).collect();
-        let mut jobs: Vec<(usize, (u32, u32), usize)> = Vec::new(); // (image, size, plan index)
+        let mut results: Vec<Features> = inputs.iter().map(|i| Features::empty(i.size().into(), dim)).collect();
+        let mut jobs: Vec<(usize, (u32, u32), usize)> = Vec::new(); // (input, size, plan index)
         let mut used: HashMap<(u32, u32), usize> = HashMap::new();
-        for (i, image) in images.iter().enumerate() {
-            if image.width == 0 || image.height == 0 {
-                return Err(Error::Invalid(format!("image {i} is empty ({}x{})", image.width, image.height)));
+        for (i, input) in inputs.iter().enumerate() {
+            let size = input.size();
+            if size.0 == 0 || size.1 == 0 {
+                return Err(Error::Invalid(format!("image {i} is empty ({}x{})", size.0, size.1)));
             }
-            let size = (image.width, image.height);
             if pyramid(&self.config, size.0, size.1).is_empty() {
                 continue; // smaller than the receptive field: no keypoints
             }
@@ -103,23 +129,34 @@ impl Extractor {
             return Ok(results);
         }
         let gpu = &self.gpu;
+        // the first dispatch of each job turns its input into the plan's gray image
+        let mut texture_dispatches = HashMap::new();
         for &(i, size, slot) in &jobs {
-            let image = &images[i];
             let plan = &mut self.plans.get_mut(&size).unwrap()[slot];
-            gpu.queue.write_buffer(&plan.raw, 0, &image.packed_words());
-            let format = (image.channels, image.bits());
-            if !plan.to_gray.contains_key(&format) {
-                let d = preprocess::to_gray(gpu, image, self.config.input, &plan.raw, &plan.gray);
-                plan.to_gray.insert(format, d);
+            match inputs[i] {
+                Input::Image(image) => {
+                    gpu.queue.write_buffer(&plan.raw, 0, &image.packed_words());
+                    let format = (image.channels, image.bits());
+                    if !plan.to_gray.contains_key(&format) {
+                        let d = preprocess::to_gray(gpu, image, self.config.input, &plan.raw, &plan.gray);
+                        plan.to_gray.insert(format, d);
+                    }
+                }
+                Input::Texture(texture) => {
+                    let d = preprocess::texture_to_gray(gpu, texture, self.config.input, &plan.gray)?;
+                    texture_dispatches.insert(i, d);
+                }
             }
         }
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for &(i, size, slot) in &jobs {
-                let image = &images[i];
                 let plan = &self.plans[&size][slot];
-                plan.to_gray[&(image.channels, image.bits())].record(&mut pass);
+                match inputs[i] {
+                    Input::Image(image) => plan.to_gray[&(image.channels, image.bits())].record(&mut pass),
+                    Input::Texture(_) => texture_dispatches[&i].record(&mut pass),
+                }
                 plan.dispatches.iter().for_each(|d| d.record(&mut pass));
             }
         }

@@ -257,15 +257,26 @@ impl Gpu {
         bindings: &[(u32, &wgpu::Buffer)],
         workgroups: [u32; 3],
     ) -> Dispatch {
-        let pipeline = self.pipeline(shader, entry);
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
             .collect();
+        self.dispatch_entries(shader, entry, &entries, workgroups)
+    }
+
+    /// `dispatch` with any kind of resource (texture views too).
+    pub fn dispatch_entries(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        entries: &[wgpu::BindGroupEntry],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let pipeline = self.pipeline(shader, entry);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
             layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+            entries,
         });
         Dispatch { pipeline, bind_group, workgroups, entry }
     }

@@ -2,6 +2,7 @@
 
 use super::Map;
 use crate::config::InputNorm;
+use crate::error::{Error, Result};
 use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
 use crate::image_io::Image;
 
@@ -95,6 +96,42 @@ pub fn to_gray(gpu: &Gpu, image: &Image, norm: InputNorm, raw: &wgpu::Buffer, gr
     };
     let p = gpu.uniform("gray params", &params);
     gpu.dispatch(SHADER, "to_gray", &[(0, &p), (1, raw), (2, gray)], groups_2d(image.width, image.height, 8, 1))
+}
+
+/// GPU: a host application's texture (float-filterable, not sRGB) to normalised gray.
+pub fn texture_to_gray(gpu: &Gpu, texture: &wgpu::Texture, norm: InputNorm, gray: &wgpu::Buffer) -> Result<Dispatch> {
+    let format = texture.format();
+    let filterable = matches!(
+        format.sample_type(None, Some(gpu.features)),
+        Some(wgpu::TextureSampleType::Float { filterable: true })
+    );
+    if format.is_srgb() || !filterable || !texture.usage().contains(wgpu::TextureUsages::TEXTURE_BINDING) {
+        return Err(Error::Invalid(format!(
+            "texture format {format:?} with usage {:?}: extraction needs TEXTURE_BINDING usage and a linear              float-filterable colour format (for example Rgba8Unorm or Bgra8Unorm; not sRGB)",
+            texture.usage()
+        )));
+    }
+    let channels = match format.components() {
+        1 | 2 => 1,
+        _ => 4,
+    };
+    let params = GrayParams {
+        width: texture.width(),
+        height: texture.height(),
+        channels,
+        bits: 8,
+        mean: norm.mean,
+        std: norm.std,
+        _pad: [0; 2],
+    };
+    let p = gpu.uniform("texture gray params", &params);
+    let view = texture.create_view(&Default::default());
+    let entries = [
+        wgpu::BindGroupEntry { binding: 0, resource: p.as_entire_binding() },
+        wgpu::BindGroupEntry { binding: 2, resource: gray.as_entire_binding() },
+        wgpu::BindGroupEntry { binding: 6, resource: wgpu::BindingResource::TextureView(&view) },
+    ];
+    Ok(gpu.dispatch_entries(SHADER, "texture_to_gray", &entries, groups_2d(texture.width(), texture.height(), 8, 1)))
 }
 
 /// GPU: resamples a one-channel map from `(in_w, in_h)` to `(out_w, out_h)` through `tmp` (out_w x in_h).

@@ -93,3 +93,9 @@ def describe_budget(cfg: dict) -> str:
     d = cfg["descriptor"]
     return (f"descriptor: U-Net encoder {d['encoder']} decoder {d['decoder']} dim {d['dim']}, stride "
             f"{descriptor_stride(cfg)}, {macs:.0f} MAC/px ({verdict} the {DESCRIPTOR_MAC_BUDGET} budget)")
+
+
+if __name__ == "__main__":
+    from .config import default_config
+
+    print(describe_budget(default_config()))

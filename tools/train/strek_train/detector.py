@@ -76,3 +76,9 @@ def describe_budget(cfg: dict) -> str:
     return (f"detector: C{cfg['group_order']}, {len(cfg['detector']['fields'])} layers {cfg['detector']['kernel']}x"
             f"{cfg['detector']['kernel']}, receptive field {receptive_field(cfg)}, {macs} MAC/px "
             f"({verdict} the {DETECTOR_MAC_BUDGET} budget)")
+
+
+if __name__ == "__main__":
+    from .config import default_config
+
+    print(describe_budget(default_config()))

@@ -119,10 +119,15 @@ def load_images(args) -> tuple[list, list, str]:
 
 
 def git_commit() -> str:
+    """HEAD of the repository, with "+dirty" when tools/train has uncommitted changes."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "unknown (no commit yet)"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10)
+        if head.returncode != 0:
+            return "unknown (no commit yet)"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".."], capture_output=True, text=True,
+                               cwd=here, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown (git not available)"
 
