@@ -1,6 +1,7 @@
 //! Where extraction runs. Everything that consumes features (CLI, evaluation, benchmarks, COLMAP export) works
 //! through `Extract`, so the GPU engine and a CPU path are interchangeable.
 
+use crate::cpu::CpuExtractor;
 use crate::error::{Error, Result};
 use crate::extractor::{Config, Extractor};
 use crate::features::Features;
@@ -35,6 +36,10 @@ impl Extract for Extractor {
     fn describe(&self) -> String {
         format!("GPU: {}", self.gpu().adapter)
     }
+
+    fn stage_times(&self) -> Vec<(&'static str, f64)> {
+        Extractor::stage_times(self).to_vec()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -58,11 +63,32 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// What `Device::Auto` runs on, and why (for `strek info` and reports): a hardware adapter if there is one, else the
+/// CPU, which beats a software adapter (lavapipe, llvmpipe) by far. An explicit adapter name or
+/// `--prefer-software` asks for the GPU path.
+pub fn resolve_auto(gpu_options: &GpuOptions) -> Result<(Device, String)> {
+    if gpu_options.adapter.is_some() || std::env::var_os("STREK_ADAPTER").is_some() {
+        return Ok((Device::Gpu, "an adapter was named".into()));
+    }
+    if gpu_options.prefer_software {
+        return Ok((Device::Gpu, "a software adapter was asked for".into()));
+    }
+    let adapters = Gpu::adapters(gpu_options)?;
+    Ok(match adapters.iter().find(|a| !a.is_software) {
+        Some(a) => (Device::Gpu, format!("hardware adapter {a}")),
+        None if adapters.is_empty() => (Device::Cpu, "no GPU adapter".into()),
+        None => (Device::Cpu, "only software adapters, slower than the CPU path".into()),
+    })
+}
+
 /// Opens an extractor on the requested device.
 pub fn open(device: Device, gpu_options: &GpuOptions, weights: &Weights, config: Config) -> Result<Box<dyn Extract>> {
+    let device = match device {
+        Device::Auto => resolve_auto(gpu_options)?.0,
+        other => other,
+    };
     match device {
-        // The CPU path (its own issue) will take `Cpu`, and `Auto` when the only adapter is a software one.
-        Device::Cpu => Err(Error::Invalid("the CPU path is not built yet; use --device gpu".into())),
+        Device::Cpu => Ok(Box::new(CpuExtractor::new(weights, config)?)),
         Device::Auto | Device::Gpu => {
             let gpu = Gpu::new(gpu_options)?;
             Ok(Box::new(Extractor::new(&gpu, weights, config)?))

@@ -4,7 +4,8 @@
 use crate::features::Features;
 use crate::geometry::{rotate_image, Homography};
 use crate::image_io::{Image, Samples};
-use crate::matching::{mutual_nearest, repeatability};
+use crate::eval::metrics::repeatability;
+use crate::ops::matching::mutual_nearest_reference;
 use crate::rng::Rng;
 
 /// A gray scene of overlapping shapes with texture: corners, blobs and edges at every orientation.
@@ -73,7 +74,7 @@ pub fn run(
     let (second, h) = rotate_image(&first, angle_degrees);
     let features = extract(&[first.clone(), second.clone()])?;
     let (a, b) = (&features[0], &features[1]);
-    let matches = mutual_nearest(a, b, 1.0);
+    let matches = mutual_nearest_reference(a, b, 1.0);
     let correct: Vec<bool> = matches.iter().map(|&(i, j)| reprojection_error(a, b, &h, i, j) <= 3.0).collect();
     let picture = draw(&first, &second, a, b, &matches, &correct);
     Ok(DemoReport {
@@ -94,6 +95,9 @@ fn reprojection_error(a: &Features, b: &Features, h: &Homography, i: usize, j: u
     }
 }
 
+/// Pixels between the two images of `draw`.
+pub const GAP: u32 = 8;
+
 /// Both images side by side, keypoints as circles with an orientation tick, matches as lines (green when the
 /// ground truth agrees within 3 px, red otherwise).
 pub fn draw(
@@ -104,7 +108,7 @@ pub fn draw(
     matches: &[(usize, usize)],
     correct: &[bool],
 ) -> image::RgbImage {
-    let gap = 8;
+    let gap = GAP;
     let width = first.width + gap + second.width;
     let height = first.height.max(second.height);
     let mut canvas = image::RgbImage::new(width, height);
@@ -149,7 +153,7 @@ fn gray_at(img: &Image, x: u32, y: u32) -> u8 {
     }
 }
 
-fn line(canvas: &mut image::RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), colour: [u8; 3]) {
+pub fn line(canvas: &mut image::RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), colour: [u8; 3]) {
     let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
     for s in 0..=steps {
         let t = s as f32 / steps as f32;

@@ -15,6 +15,15 @@ use crate::ops::preprocess;
 use crate::ops::sample::sample_descriptors;
 use crate::weights::Weights;
 use std::collections::HashMap;
+use std::time::Instant;
+
+/// GPU stages of an extraction in execution order; each runs as one compute pass over every image of a batch.
+pub const GPU_STAGES: [&str; 5] = ["pyramid", "detector", "nms_topk", "descriptor", "sampling"];
+const PYRAMID: usize = 0;
+const DETECTOR: usize = 1;
+const NMS_TOPK: usize = 2;
+const DESCRIPTOR: usize = 3;
+const SAMPLING: usize = 4;
 
 /// Options of an extractor; `None` takes the value of the weights' config.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +39,47 @@ pub struct Extractor {
     descriptor: DescriptorGpu,
     /// Plans by image size; a batch with several images of one size uses several.
     plans: HashMap<(u32, u32), Vec<Plan>>,
+    /// Timestamp queries around each stage's pass, where the adapter has them.
+    timer: Option<StageTimer>,
+    /// Seconds per stage of the last batch: upload and readback on the host clock, GPU stages from timestamps.
+    stage_times: Vec<(&'static str, f64)>,
+}
+
+/// A begin and an end timestamp per GPU stage, resolved and read back with the keypoints.
+struct StageTimer {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+impl StageTimer {
+    const COUNT: u32 = 2 * GPU_STAGES.len() as u32;
+
+    fn new(gpu: &Gpu) -> Option<Self> {
+        if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return None;
+        }
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("stage timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: Self::COUNT,
+        });
+        let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resolved timestamps"),
+            size: 8 * Self::COUNT as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(StageTimer { queries, resolved, staging: gpu.staging("timestamps readback", 8 * Self::COUNT as u64) })
+    }
+
+    fn writes(&self, stage: usize) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.queries,
+            beginning_of_pass_write_index: Some(2 * stage as u32),
+            end_of_pass_write_index: Some(2 * stage as u32 + 1),
+        }
+    }
 }
 
 /// What an extraction starts from.
@@ -52,7 +102,8 @@ struct Plan {
     raw: wgpu::Buffer,
     gray: wgpu::Buffer,
     to_gray: HashMap<(u32, u32), Dispatch>,
-    dispatches: Vec<Dispatch>,
+    /// Dispatches by stage (`GPU_STAGES`); the input's conversion to gray precedes the pyramid stage.
+    stages: [Vec<Dispatch>; GPU_STAGES.len()],
     keypoints: wgpu::Buffer,
     descriptors: wgpu::Buffer,
     staging: wgpu::Buffer,
@@ -75,7 +126,16 @@ impl Extractor {
             config,
             max_keypoints,
             plans: HashMap::new(),
+            timer: StageTimer::new(gpu),
+            stage_times: Vec::new(),
         })
+    }
+
+    /// Seconds per stage of the last batch: "upload" and "readback" on the host clock (writing the inputs; mapping
+    /// and copying the results after the GPU finished), the `GPU_STAGES` from timestamp queries where the adapter
+    /// has them (else absent).
+    pub fn stage_times(&self) -> &[(&'static str, f64)] {
+        &self.stage_times
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -129,6 +189,7 @@ impl Extractor {
             return Ok(results);
         }
         let gpu = &self.gpu;
+        let upload_start = Instant::now();
         // the first dispatch of each job turns its input into the plan's gray image
         let mut texture_dispatches = HashMap::new();
         for &(i, size, slot) in &jobs {
@@ -148,17 +209,27 @@ impl Extractor {
                 }
             }
         }
+        let upload = upload_start.elapsed().as_secs_f64();
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+        // One pass per stage over all jobs (stages of one job depend on each other, jobs do not), so that
+        // timestamps at the passes' ends time the stages.
+        for (stage, name) in GPU_STAGES.iter().enumerate() {
+            let timestamp_writes = self.timer.as_ref().map(|t| t.writes(stage));
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes });
             for &(i, size, slot) in &jobs {
                 let plan = &self.plans[&size][slot];
-                match inputs[i] {
-                    Input::Image(image) => plan.to_gray[&(image.channels, image.bits())].record(&mut pass),
-                    Input::Texture(_) => texture_dispatches[&i].record(&mut pass),
+                if stage == PYRAMID {
+                    match inputs[i] {
+                        Input::Image(image) => plan.to_gray[&(image.channels, image.bits())].record(&mut pass),
+                        Input::Texture(_) => texture_dispatches[&i].record(&mut pass),
+                    }
                 }
-                plan.dispatches.iter().for_each(|d| d.record(&mut pass));
+                plan.stages[stage].iter().for_each(|d| d.record(&mut pass));
             }
+        }
+        if let Some(t) = &self.timer {
+            encoder.resolve_query_set(&t.queries, 0..StageTimer::COUNT, &t.resolved, 0);
+            encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.staging, 0, 8 * StageTimer::COUNT as u64);
         }
         for &(_, size, slot) in &jobs {
             let plan = &self.plans[&size][slot];
@@ -166,21 +237,39 @@ impl Extractor {
             encoder.copy_buffer_to_buffer(&plan.keypoints, 0, &plan.staging, 0, kp_bytes);
             encoder.copy_buffer_to_buffer(&plan.descriptors, 0, &plan.staging, kp_bytes, plan.descriptor_bytes(dim));
         }
-        gpu.queue.submit([encoder.finish()]);
-        let staging: Vec<(&wgpu::Buffer, u64)> = jobs
+        let index = gpu.queue.submit([encoder.finish()]);
+        let mut staging: Vec<(&wgpu::Buffer, u64)> = jobs
             .iter()
             .map(|&(_, size, slot)| {
                 let plan = &self.plans[&size][slot];
                 (&plan.staging, 32 * plan.count as u64 + plan.descriptor_bytes(dim))
             })
             .collect();
-        let bytes = gpu.read_staging(&staging)?;
+        if let Some(t) = &self.timer {
+            staging.push((&t.staging, 8 * StageTimer::COUNT as u64));
+        }
+        // wait for the GPU first, so that "readback" is the host's share (mapping and copying) alone
+        gpu.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        let readback_start = Instant::now();
+        let mut bytes = gpu.read_staging(&staging)?;
+        self.stage_times = vec![("upload", upload)];
+        if self.timer.is_some() {
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes.pop().expect("the timestamps were read"));
+            let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+            for (stage, name) in GPU_STAGES.iter().enumerate() {
+                let (begin, end) = (ticks[2 * stage], ticks[2 * stage + 1]);
+                self.stage_times.push((name, end.saturating_sub(begin) as f64 * period));
+            }
+        }
         for (&(i, size, slot), data) in jobs.iter().zip(bytes) {
             let count = self.plans[&size][slot].count as usize;
             let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&data[..32 * count]);
             let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&data[32 * count..]);
             results[i].push_records(&records, &descriptors);
         }
+        self.stage_times.push(("readback", readback_start.elapsed().as_secs_f64()));
         Ok(results)
     }
 
@@ -199,28 +288,28 @@ impl Extractor {
         let scores = gpu.storage("scores", 4 * heat);
         let orientations = gpu.storage("orientations", 4 * heat);
         let mut buffers = vec![ping.clone(), pong.clone(), scores.clone(), orientations.clone()];
-        let mut dispatches = Vec::new();
+        let mut stages: [Vec<Dispatch>; GPU_STAGES.len()] = Default::default();
         for level in &levels {
             let input = if level.w == w && level.h == h {
                 gray.clone()
             } else {
                 let tmp = gpu.storage("pyramid tmp", 4 * level.w as u64 * h as u64);
                 let image = gpu.storage("pyramid level", 4 * level.w as u64 * level.h as u64);
-                dispatches.extend(preprocess::resize(gpu, &gray, &tmp, &image, (w, h), (level.w, level.h)));
+                stages[PYRAMID].extend(preprocess::resize(gpu, &gray, &tmp, &image, (w, h), (level.w, level.h)));
                 buffers.extend([tmp, image.clone()]);
                 image
             };
             let Level { w: lw, h: lh, geom } = *level;
-            dispatches.extend(self.detector.encode_level(gpu, &input, (lw, lh), &ping, &pong, &scores, &orientations, geom.offset));
+            stages[DETECTOR].extend(self.detector.encode_level(gpu, &input, (lw, lh), &ping, &pong, &scores, &orientations, geom.offset));
         }
         let geoms: Vec<_> = levels.iter().map(|l| l.geom).collect();
         let select = NmsTopk::build(gpu, &geoms, &nms_settings(&self.config, self.max_keypoints), &scores, &orientations);
-        dispatches.extend(select.dispatches);
+        stages[NMS_TOPK].extend(select.dispatches);
         let mut descriptor = self.descriptor.plan(gpu, &gray, (w, h));
-        dispatches.append(&mut descriptor.dispatches);
+        stages[DESCRIPTOR].append(&mut descriptor.dispatches);
         let dim = self.descriptor.dim as u32;
         let descriptors = gpu.storage("descriptors", 4 * (select.count * dim) as u64);
-        dispatches.push(sample_descriptors(
+        stages[SAMPLING].push(sample_descriptors(
             gpu,
             &select.keypoints,
             select.count,
@@ -235,7 +324,7 @@ impl Extractor {
             raw,
             gray,
             to_gray: HashMap::new(),
-            dispatches,
+            stages,
             keypoints: select.keypoints,
             descriptors,
             staging,

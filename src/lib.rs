@@ -13,14 +13,15 @@
 
 pub mod backend;
 pub mod config;
+pub mod cpu;
 pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod extractor;
 pub mod features;
 pub mod geometry;
 pub mod gpu;
 pub mod image_io;
-pub mod matching;
 pub mod model;
 pub mod ops;
 pub mod rng;
@@ -28,6 +29,7 @@ pub mod weights;
 
 pub use backend::{Device, Extract};
 pub use config::ModelConfig;
+pub use cpu::CpuExtractor;
 pub use error::{Error, Result};
 pub use extractor::{Config, Extractor};
 pub use features::Features;

@@ -49,7 +49,7 @@ fn extract_writes_npz_and_reports_bad_files_with_a_failing_exit_code() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("broken.png") && stderr.contains("1 of 2 images failed"), "{stderr}");
+    assert!(stderr.contains("broken.png") && stderr.contains("1 written") && stderr.contains("1 failed"), "{stderr}");
     let features = strek::Features::read_npz(&out_dir.join("scene.npz")).unwrap();
     assert_eq!(features.image_size, [80, 64]);
     assert!(!features.is_empty());
@@ -63,4 +63,41 @@ fn extract_without_weights_says_where_they_should_be() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent.safetensors") && stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn a_folder_with_broken_files_gives_every_good_output_and_names_every_bad_file() {
+    let dir = temp_dir("folder");
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("sub")).unwrap();
+    for i in 0..200 {
+        let path = if i % 2 == 0 { images.join(format!("{i:03}.png")) } else { images.join("sub").join(format!("{i:03}.png")) };
+        if i % 40 == 7 {
+            std::fs::write(&path, if i % 80 == 7 { &b""[..] } else { &b"broken"[..] }).unwrap();
+        } else {
+            let scene = strek::demo::scene(40 + (i % 3) as u32, 36, i as u64);
+            let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
+            image::GrayImage::from_raw(scene.width, 36, data).unwrap().save(&path).unwrap();
+        }
+    }
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let out_dir = dir.join("out");
+    let run = || {
+        strek().arg("extract").arg(&images).arg("--recursive").arg("-o").arg(&out_dir).arg("--weights").arg(&weights).output().unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("195 written") && stderr.contains("5 failed"), "{stderr}");
+    for i in (7..200).step_by(40) {
+        assert!(stderr.contains(&format!("{i:03}.png")), "{i:03}.png named in {stderr}");
+    }
+    let count = |d: &std::path::Path| std::fs::read_dir(d).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "npz")).count();
+    assert_eq!(count(&out_dir) + count(&out_dir.join("sub")), 195);
+    // a second run skips what exists and retries only the broken files
+    let again = run();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 written") && stderr.contains("195 skipped") && stderr.contains("5 failed"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,17 +1,22 @@
-//! `strek extract`: features of image files, one output file per image.
+//! `strek extract`: features of image files and folders, one output file per image. Images are decoded on CPU
+//! threads while the GPU extracts the previous batch; outputs are written atomically; existing outputs are skipped
+//! unless `--overwrite`; a bad file is reported and the run goes on.
 
 use crate::Common;
-use std::path::PathBuf;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use strek::{backend, Config, Image};
 
-/// Extract keypoints and descriptors from images; writes OUT/<stem>.npz (or .json) per image.
+/// Extract keypoints and descriptors from images and folders; writes OUT/<relative path>.npz (or .json) per image.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image files.
+    /// Image files or folders (the images directly inside; all below with --recursive).
     #[arg(required = true)]
-    images: Vec<PathBuf>,
-    /// Output folder.
+    inputs: Vec<PathBuf>,
+    /// Output folder; for a folder input the relative paths below it are kept.
     #[arg(short, long)]
     out: PathBuf,
     /// Output format.
@@ -20,6 +25,18 @@ pub struct Args {
     /// Keep at most this many keypoints per image [default: from the weights' config].
     #[arg(long)]
     max_keypoints: Option<usize>,
+    /// Descend into subfolders of folder inputs.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Replace outputs that already exist (by default they are skipped).
+    #[arg(long)]
+    overwrite: bool,
+    /// Images per GPU submission.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Threads decoding images [default: all cores but one].
+    #[arg(long)]
+    decode_threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -28,36 +45,130 @@ enum Format {
     Json,
 }
 
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm", "tif", "tiff", "bmp", "webp"];
+
+/// (input image, output file) pairs.
+fn collect_jobs(args: &Args) -> strek::Result<Vec<(PathBuf, PathBuf)>> {
+    let ext = match args.format {
+        Format::Npz => "npz",
+        Format::Json => "json",
+    };
+    let mut jobs = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            let mut files = Vec::new();
+            list_images(input, args.recursive, &mut files)?;
+            files.sort();
+            for f in files {
+                let relative = f.strip_prefix(input).unwrap_or(&f).with_extension(ext);
+                jobs.push((f, args.out.join(relative)));
+            }
+        } else {
+            let stem = input.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            jobs.push((input.clone(), args.out.join(format!("{stem}.{ext}"))));
+        }
+    }
+    Ok(jobs)
+}
+
+fn list_images(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> strek::Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| strek::Error::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| strek::Error::io(dir, e))?.path();
+        if path.is_dir() {
+            if recursive {
+                list_images(&path, recursive, out)?;
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
+    let mut jobs = collect_jobs(args)?;
+    let total = jobs.len();
+    if !args.overwrite {
+        jobs.retain(|(_, out)| !out.exists());
+    }
+    let skipped = total - jobs.len();
     let weights = common.weights()?;
     let mut extractor =
         backend::open(common.device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints })?;
     eprintln!("{}", extractor.describe());
-    let mut failed = 0;
-    for path in &args.images {
-        let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-        let written = Image::open(path).and_then(|image| extractor.extract(&image)).and_then(|features| {
-            let file = match args.format {
-                Format::Npz => args.out.join(format!("{stem}.npz")),
-                Format::Json => args.out.join(format!("{stem}.json")),
-            };
-            match args.format {
-                Format::Npz => features.write_npz(&file)?,
-                Format::Json => features.write_json(&file)?,
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    let threads = args
+        .decode_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)))
+        .max(1);
+    let batch = args.batch.max(1);
+    let next = AtomicUsize::new(0);
+    let (sender, receiver) = mpsc::sync_channel::<(usize, strek::Result<Image>)>(2 * batch);
+    let (mut done, mut failed, mut unreadable) = (0usize, 0usize, 0usize);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let sender = sender.clone();
+            let (next, jobs) = (&next, &jobs);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs.len() || sender.send((i, Image::open(&jobs[i].0))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(sender);
+        let mut pending: Vec<(usize, Image)> = Vec::new();
+        let mut flush = |pending: &mut Vec<(usize, Image)>| {
+            if pending.is_empty() {
+                return;
             }
-            Ok((features.len(), file))
-        });
-        match written {
-            Ok((n, file)) => println!("{}: {n} keypoints -> {}", path.display(), file.display()),
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
+            let (indices, images): (Vec<usize>, Vec<Image>) = pending.drain(..).unzip();
+            let results = extractor.extract_batch(&images);
+            for (k, i) in indices.into_iter().enumerate() {
+                let (input, output) = &jobs[i];
+                let written = match &results {
+                    Ok(features) => match args.format {
+                        Format::Npz => features[k].write_npz(output),
+                        Format::Json => features[k].write_json(output),
+                    },
+                    Err(e) => Err(strek::Error::Invalid(format!("{}: {e}", input.display()))),
+                };
+                match written {
+                    Ok(()) => done += 1,
+                    Err(e) => {
+                        bar.suspend(|| eprintln!("error: {e}"));
+                        failed += 1;
+                    }
+                }
+                bar.inc(1);
+            }
+        };
+        for (i, decoded) in receiver {
+            match decoded {
+                Ok(image) => pending.push((i, image)),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("error: {e}"));
+                    unreadable += 1;
+                    bar.inc(1);
+                }
+            }
+            if pending.len() >= batch {
+                flush(&mut pending);
             }
         }
-    }
-    if failed > 0 {
-        eprintln!("{failed} of {} images failed", args.images.len());
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+        flush(&mut pending);
+    });
+    bar.finish_and_clear();
+    let failed = failed + unreadable;
+    eprintln!("{done} written, {skipped} skipped (output exists; --overwrite replaces), {failed} failed, to {}", args.out.display());
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

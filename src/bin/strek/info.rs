@@ -2,7 +2,8 @@
 
 use crate::Common;
 use std::process::ExitCode;
-use strek::{Gpu, ModelConfig, Weights};
+use strek::cpu::conv::Kernel;
+use strek::{backend, Device, Gpu, ModelConfig, Weights};
 
 pub fn run(common: &Common) -> strek::Result<ExitCode> {
     let options = common.gpu_options();
@@ -24,6 +25,10 @@ pub fn run(common: &Common) -> strek::Result<ExitCode> {
         }
         Err(e) => println!("no GPU: {e}"),
     }
+    match backend::resolve_auto(&options)? {
+        (Device::Cpu, why) => println!("--device auto: {} ({why})", strek::cpu::describe(Kernel::best())),
+        (_, why) => println!("--device auto: GPU ({why})"),
+    }
     let config = match common.weights_path() {
         Some(p) => {
             let w = Weights::load(&p)?;
@@ -42,3 +47,4 @@ pub fn run(common: &Common) -> strek::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+

@@ -1,8 +1,11 @@
 //! The `strek` command: a thin shell over the library. One module per subcommand.
 
+mod bench;
 mod demo;
+mod eval;
 mod extract;
 mod info;
+mod match_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Common {
     /// Where to run: auto (a hardware GPU when present, else the CPU), gpu (any adapter, software ones too) or cpu.
-    #[arg(long, global = true, default_value = "gpu")]
+    #[arg(long, global = true, default_value = "auto")]
     device: Device,
     /// GPU backend: vulkan, metal, dx12, gl or auto (also STREK_BACKEND).
     #[arg(long, global = true)]
@@ -71,6 +74,12 @@ enum Command {
     Info,
     /// Run on a built-in generated scene and its rotated copy: match, print repeatability, write a PNG.
     Demo(demo::Args),
+    /// Evaluate on HPatches-format sets: repeatability, matching and homography accuracy, rotation sweep.
+    Eval(eval::Args),
+    /// Match two images: keypoints, matches, RANSAC inliers and the homography, drawn side by side.
+    Match(match_cmd::Args),
+    /// Measure extraction speed: per-stage times, wall time, images/s, keypoints/s, GFLOP/s, memory.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +88,9 @@ fn main() -> ExitCode {
         Command::Extract(args) => extract::run(&cli.common, args),
         Command::Info => info::run(&cli.common),
         Command::Demo(args) => demo::run(&cli.common, args),
+        Command::Eval(args) => eval::run(&cli.common, args),
+        Command::Match(args) => match_cmd::run(&cli.common, args),
+        Command::Bench(args) => bench::run(&cli.common, args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,161 @@
+//! Benchmarks of the host-side hot paths around the GPU (criterion):
+//! - `readback/*`: turning the bytes read back from the GPU (keypoint records and descriptors of the top k) into
+//!   `Features`, for a batch of 1 and of 8 images of 1000 keypoints;
+//! - `matching/*`: the plain-Rust mutual nearest neighbours (the CPU matcher and the GPU's reference), 1000 x 1000
+//!   and 1000 x 2000 descriptors of 128 dimensions;
+//! - `ransac/*`: homography estimation on 1000 correspondences with 20 %, 50 % and 80 % outliers, and the
+//!   normalised DLT on 1000 inliers;
+//! - `evaluate_pair`: every metric of one pair of 1000 keypoints (visibility, repeatability, matching, RANSAC).
+//!
+//! `cargo bench --bench host` (about a minute); `cargo bench --bench host -- ransac` (a part).
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use strek::eval::homography::{dlt, estimate, Ransac};
+use strek::eval::metrics::{evaluate_pair, Protocol};
+use strek::geometry::Homography;
+use strek::ops::matching::{mutual_nearest_reference, Matcher};
+use strek::ops::nms_topk::KeypointRecord;
+use strek::rng::Rng;
+use strek::Features;
+
+const DIM: usize = 128;
+
+fn unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    let mut d: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+    let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+    d.iter_mut().for_each(|v| *v /= norm);
+    d
+}
+
+/// `n` keypoints on a 640x480 image; descriptors random unit vectors.
+fn features(rng: &mut Rng, n: usize) -> Features {
+    let mut f = Features::empty([640, 480], DIM);
+    for i in 0..n {
+        f.keypoints.push([rng.range(0.0, 640.0), rng.range(0.0, 480.0)]);
+        f.scores.push(1.0 - i as f32 / n as f32);
+        f.orientations.push(rng.range(0.0, 6.28));
+        f.scales.push(1.0);
+        f.descriptors.extend(unit(rng, DIM));
+    }
+    f
+}
+
+/// What the GPU hands back for one image: 32-byte records (the padding ones invalid) and the descriptors.
+fn readback_bytes(rng: &mut Rng, count: usize, valid: usize) -> Vec<u8> {
+    let records: Vec<KeypointRecord> = (0..count)
+        .map(|i| KeypointRecord {
+            x: rng.range(0.0, 640.0),
+            y: rng.range(0.0, 480.0),
+            score: 1.0 - i as f32 / count as f32,
+            orientation: rng.range(0.0, 6.28),
+            scale: 1.0,
+            level: 0.0,
+            valid: if i < valid { 1.0 } else { 0.0 },
+            _pad: 0.0,
+        })
+        .collect();
+    let mut bytes = bytemuck::cast_slice::<KeypointRecord, u8>(&records).to_vec();
+    let descriptors: Vec<f32> = (0..count).flat_map(|_| unit(rng, DIM)).collect();
+    bytes.extend_from_slice(bytemuck::cast_slice(&descriptors));
+    bytes
+}
+
+fn readback(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let mut group = c.benchmark_group("readback");
+    for batch in [1usize, 8] {
+        let data: Vec<Vec<u8>> = (0..batch).map(|_| readback_bytes(&mut rng, 1000, 950)).collect();
+        group.throughput(Throughput::Elements(1000 * batch as u64));
+        group.bench_with_input(BenchmarkId::new("to_features", batch), &data, |b, data| {
+            b.iter(|| {
+                data.iter()
+                    .map(|bytes| {
+                        let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&bytes[..32 * 1000]);
+                        let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[32 * 1000..]);
+                        let mut f = Features::empty([640, 480], DIM);
+                        f.push_records(&records, &descriptors);
+                        black_box(f)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn matching(c: &mut Criterion) {
+    let mut rng = Rng::new(2);
+    let mut group = c.benchmark_group("matching");
+    group.sample_size(10);
+    for (na, nb) in [(1000usize, 1000usize), (1000, 2000)] {
+        let (a, b) = (features(&mut rng, na), features(&mut rng, nb));
+        // throughput in multiply-adds of the two similarity passes
+        group.throughput(Throughput::Elements(2 * (na * nb * DIM) as u64));
+        group.bench_function(BenchmarkId::new("mutual_nearest_cpu", format!("{na}x{nb}")), |bench| {
+            bench.iter(|| black_box(mutual_nearest_reference(&a, &b, 1.0)))
+        });
+    }
+    group.finish();
+}
+
+fn truth() -> Homography {
+    Homography([[0.9, -0.25, 40.0], [0.3, 1.1, -12.0], [2e-4, -1e-4, 1.0]])
+}
+
+fn correspondences(rng: &mut Rng, n: usize, outliers: usize) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
+    let h = truth();
+    (0..n)
+        .map(|i| {
+            let p = [rng.range(0.0, 640.0) as f64, rng.range(0.0, 480.0) as f64];
+            let q = if i < outliers {
+                [rng.range(0.0, 640.0) as f64, rng.range(0.0, 480.0) as f64]
+            } else {
+                let (x, y) = h.apply(p[0], p[1]).unwrap();
+                [x + 0.5 * rng.normal() as f64, y + 0.5 * rng.normal() as f64]
+            };
+            (p, q)
+        })
+        .unzip()
+}
+
+fn ransac(c: &mut Criterion) {
+    let mut rng = Rng::new(3);
+    let mut group = c.benchmark_group("ransac");
+    for outliers in [200usize, 500, 800] {
+        let (from, to) = correspondences(&mut rng, 1000, outliers);
+        group.bench_function(BenchmarkId::new("estimate_1000", format!("{}pct_outliers", outliers / 10)), |b| {
+            b.iter(|| black_box(estimate(&from, &to, &Ransac::default())))
+        });
+    }
+    let (from, to) = correspondences(&mut rng, 1000, 0);
+    group.bench_function("dlt_1000", |b| b.iter(|| black_box(dlt(&from, &to))));
+    group.finish();
+}
+
+fn pair(c: &mut Criterion) {
+    let mut rng = Rng::new(4);
+    let h = Homography([[0.95, 0.1, 20.0], [-0.1, 0.95, 30.0], [0.0, 0.0, 1.0]]);
+    let a = features(&mut rng, 1000);
+    // b: a's keypoints warped, with noisy descriptors, and the order shuffled by score
+    let mut b = a.clone();
+    for p in &mut b.keypoints {
+        let (x, y) = h.apply(p[0] as f64, p[1] as f64).unwrap();
+        *p = [x as f32 + rng.normal(), y as f32 + rng.normal()];
+    }
+    let mut group = c.benchmark_group("evaluate_pair");
+    group.sample_size(10);
+    group.bench_function("1000_keypoints_cpu_matcher", |bench| {
+        bench.iter(|| black_box(evaluate_pair(&a, &b, &h, &Protocol::default(), &Matcher::Cpu).unwrap()))
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    readback(&mut c);
+    matching(&mut c);
+    ransac(&mut c);
+    pair(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,155 @@
+//! `strek bench`: the speed table (wall time, per-stage times, throughput, GFLOP/s, memory) over image and batch
+//! sizes, as a table and as JSON, with the adapter and driver named in both.
+
+use crate::Common;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strek::eval::bench::{images, measure, tables, Measurement, Settings};
+use strek::{backend, Config, Device, Extractor, Gpu, Image, ModelConfig, Weights};
+
+/// Measure extraction speed: per-stage times, wall time, images/s, keypoints/s, GFLOP/s, memory.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image sizes, WxH, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,1280x720,1920x1080,3840x2160")]
+    sizes: Vec<String>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Untimed runs first (plans, pipelines, caches).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs; the table shows their median and 10th-90th percentiles.
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// Keypoints per image.
+    #[arg(long = "k", default_value_t = 1000)]
+    k: usize,
+    /// Benchmark on this picture (resized to each size) instead of generated scenes.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Peak GFLOP/s of the device, for the achieved share per stage.
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// Write the results here (JSON).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the benchmark images as DIR/<W>x<H>/<i>.png (for tools/gpu's PyTorch comparison).
+    #[arg(long)]
+    save_images: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> strek::Result<(u32, u32)> {
+    let bad = || strek::Error::Invalid(format!("size {s:?}: expected WxH, e.g. 640x480"));
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h) = (w.parse::<u32>().map_err(|_| bad())?, h.parse::<u32>().map_err(|_| bad())?);
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
+    let sizes = args.sizes.iter().map(|s| parse_size(s)).collect::<strek::Result<Vec<_>>>()?;
+    if args.batch.iter().any(|&b| b == 0) || args.k == 0 {
+        return Err(strek::Error::Invalid("--batch and --k must be at least 1".into()));
+    }
+    let weights = match common.weights_path() {
+        Some(p) => Weights::load(&p)?,
+        None => {
+            eprintln!("no weights found: timing a random model of the default architecture (same cost)");
+            Weights::random(&ModelConfig::default_s_trek(), 1)
+        }
+    };
+    let device = match common.device {
+        Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
+        d => d,
+    };
+    let gpu = match device {
+        Device::Cpu => None,
+        _ => Some(Gpu::new(&common.gpu_options())?),
+    };
+    let base: Vec<Image> = match &args.image {
+        Some(p) => vec![Image::open(p)?],
+        None => (0..args.batch.iter().copied().max().unwrap_or(1)).map(|i| strek::demo::scene(640, 480, 1 + i as u64)).collect(),
+    };
+    let settings = Settings { sizes: sizes.clone(), batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };
+    let config = Config { max_keypoints: Some(args.k) };
+    let describe = match &gpu {
+        Some(g) => format!("GPU: {}", g.adapter),
+        None => backend::open(Device::Cpu, &common.gpu_options(), &weights, config.clone())?.describe(),
+    };
+    let software = gpu.as_ref().is_some_and(|g| g.adapter.is_software);
+    let caution = if software {
+        "SOFTWARE adapter: these times are the CPU's, not a GPU's"
+    } else if gpu.is_none() {
+        "CPU path"
+    } else {
+        "hardware adapter"
+    };
+    let timing = match &gpu {
+        Some(g) if g.features.contains(wgpu::Features::TIMESTAMP_QUERY) => {
+            "GPU stages from timestamp queries; upload and readback on the host clock"
+        }
+        Some(_) => "no timestamp queries on this adapter: wall time only (plus host upload and readback)",
+        None => "stages on the host clock",
+    };
+    eprintln!("{describe}\n{caution}\nweights: {}", weights.source);
+    let mut rows: Vec<Measurement> = Vec::new();
+    for &(w, h) in &settings.sizes {
+        for &batch in &settings.batches {
+            let batch_images = images(&base, w, h, batch);
+            if let Some(dir) = &args.save_images {
+                for (i, image) in batch_images.iter().enumerate() {
+                    strek::eval::dataset::write_png(image, &dir.join(format!("{w}x{h}")).join(format!("{i}.png")))?;
+                }
+            }
+            // a fresh extractor per row, so that the memory reported is this row's
+            let row = match &gpu {
+                Some(g) => {
+                    let _ = g.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None });
+                    let mut extractor = Extractor::new(g, &weights, config.clone())?;
+                    let memory = || g.device.generate_allocator_report().map(|r| r.total_allocated_bytes);
+                    measure(&mut extractor, &weights.config, &batch_images, &settings, memory)?
+                }
+                None => {
+                    let mut extractor = backend::open(Device::Cpu, &common.gpu_options(), &weights, config.clone())?;
+                    measure(extractor.as_mut(), &weights.config, &batch_images, &settings, || None)?
+                }
+            };
+            eprintln!("{w}x{h} batch {batch}: {:.1} ms", 1e3 * row.wall.median);
+            rows.push(row);
+        }
+    }
+    println!("strek bench on {describe}");
+    println!("{caution}; {timing}");
+    println!(
+        "weights: {}; top {} keypoints; {} warm-up and {} timed runs per row; medians",
+        weights.source, args.k, args.warmup, args.reps
+    );
+    print!("{}", tables(&rows, args.peak_gflops));
+    if let Some(path) = &args.json {
+        let adapter = gpu.as_ref().map(|g| {
+            serde_json::json!({
+                "name": g.adapter.name, "backend": g.adapter.backend, "device_type": g.adapter.device_type,
+                "driver": g.adapter.driver, "software": g.adapter.is_software,
+            })
+        });
+        let doc = serde_json::json!({
+            "device": describe,
+            "adapter": adapter,
+            "software_adapter": software,
+            "note": caution,
+            "timing": timing,
+            "weights": weights.source,
+            "top_k": args.k,
+            "warmup": args.warmup,
+            "repetitions": args.reps,
+            "peak_gflops": args.peak_gflops,
+            "results": rows,
+        });
+        strek::features::write_atomically(path, serde_json::to_string_pretty(&doc).expect("serialises").as_bytes())?;
+        eprintln!("results: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

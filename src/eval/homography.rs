@@ -1,0 +1,269 @@
+//! Homography estimation from point correspondences: the normalised direct linear transform, RANSAC with an
+//! adaptive number of iterations, and a least-squares refit on the inliers.
+
+use crate::geometry::Homography;
+use crate::rng::Rng;
+
+/// RANSAC settings. The defaults are the evaluation protocol's (3 px).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ransac {
+    /// A correspondence is an inlier when the estimated homography maps its first point within this many pixels
+    /// of its second.
+    pub threshold: f64,
+    /// Probability that at least one drawn sample is outlier-free; sets the adaptive iteration count.
+    pub confidence: f64,
+    pub max_iterations: usize,
+    /// Seed of the sample draws, so that an evaluation is reproducible.
+    pub seed: u64,
+}
+
+impl Default for Ransac {
+    fn default() -> Self {
+        Ransac { threshold: 3.0, confidence: 0.999, max_iterations: 10_000, seed: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub homography: Homography,
+    /// One flag per correspondence.
+    pub inliers: Vec<bool>,
+    /// Minimal samples drawn.
+    pub iterations: usize,
+}
+
+impl Estimate {
+    pub fn inlier_count(&self) -> usize {
+        self.inliers.iter().filter(|i| **i).count()
+    }
+}
+
+/// Iterations needed to draw one all-inlier sample of `sample` points with probability `confidence` when a share
+/// `inlier_ratio` of the correspondences are inliers.
+pub fn iterations_needed(inlier_ratio: f64, sample: i32, confidence: f64) -> f64 {
+    let all_inliers = inlier_ratio.clamp(0.0, 1.0).powi(sample);
+    if all_inliers >= 1.0 {
+        return 1.0;
+    }
+    if all_inliers <= 0.0 {
+        return f64::INFINITY;
+    }
+    ((1.0 - confidence).ln() / (1.0 - all_inliers).ln()).ceil().max(1.0)
+}
+
+/// Robust homography from correspondences `(x, y) -> (x', y')`: RANSAC on minimal samples of 4, the number of
+/// iterations shrinking as better hypotheses appear, then DLT refits on the inliers until the inlier set is stable.
+/// `None` with fewer than 4 correspondences or when no sample gives a homography.
+pub fn estimate(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac) -> Option<Estimate> {
+    let n = from.len();
+    if n < 4 || to.len() != n {
+        return None;
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut best: Option<(usize, Homography)> = None;
+    let mut needed = settings.max_iterations as f64;
+    let mut iterations = 0;
+    while (iterations as f64) < needed.min(settings.max_iterations as f64) {
+        iterations += 1;
+        let sample = draw_distinct(&mut rng, n);
+        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = sample.iter().map(|&i| (from[i], to[i])).unzip();
+        if has_collinear_triple(&a) || has_collinear_triple(&b) {
+            continue;
+        }
+        let Some(h) = dlt(&a, &b) else { continue };
+        let count = inliers(&h, from, to, settings.threshold).iter().filter(|i| **i).count();
+        if best.as_ref().is_none_or(|(c, _)| count > *c) {
+            best = Some((count, h));
+            needed = iterations_needed(count as f64 / n as f64, 4, settings.confidence);
+        }
+    }
+    let (_, mut h) = best?;
+    let mut flags = inliers(&h, from, to, settings.threshold);
+    // Least-squares refit on the inliers; a refit that loses support is not kept.
+    for _ in 0..10 {
+        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) =
+            (0..n).filter(|&i| flags[i]).map(|i| (from[i], to[i])).unzip();
+        let Some(refit) = dlt(&a, &b) else { break };
+        let refit_flags = inliers(&refit, from, to, settings.threshold);
+        let (old, new) = (count(&flags), count(&refit_flags));
+        if new < old {
+            break;
+        }
+        let stable = refit_flags == flags;
+        h = refit;
+        flags = refit_flags;
+        if stable {
+            break;
+        }
+    }
+    Some(Estimate { homography: h, inliers: flags, iterations })
+}
+
+fn count(flags: &[bool]) -> usize {
+    flags.iter().filter(|f| **f).count()
+}
+
+/// Flags the correspondences whose forward reprojection error is at most `threshold`.
+pub fn inliers(h: &Homography, from: &[[f64; 2]], to: &[[f64; 2]], threshold: f64) -> Vec<bool> {
+    from.iter().zip(to).map(|(p, q)| reprojection_error(h, *p, *q) <= threshold).collect()
+}
+
+/// Distance between `h(p)` and `q`; infinite when `p` maps to infinity.
+pub fn reprojection_error(h: &Homography, p: [f64; 2], q: [f64; 2]) -> f64 {
+    match h.apply(p[0], p[1]) {
+        Some((x, y)) => ((x - q[0]).powi(2) + (y - q[1]).powi(2)).sqrt(),
+        None => f64::INFINITY,
+    }
+}
+
+fn draw_distinct(rng: &mut Rng, n: usize) -> [usize; 4] {
+    let mut s = [usize::MAX; 4];
+    let mut k = 0;
+    while k < 4 {
+        let i = rng.below(n);
+        if !s[..k].contains(&i) {
+            s[k] = i;
+            k += 1;
+        }
+    }
+    s
+}
+
+/// A minimal sample with three (nearly) collinear points gives no homography.
+fn has_collinear_triple(p: &[[f64; 2]]) -> bool {
+    let scale = p.iter().flat_map(|q| q.iter()).fold(1.0f64, |m, v| m.max(v.abs()));
+    for i in 0..p.len() {
+        for j in i + 1..p.len() {
+            for k in j + 1..p.len() {
+                let cross = (p[j][0] - p[i][0]) * (p[k][1] - p[i][1]) - (p[j][1] - p[i][1]) * (p[k][0] - p[i][0]);
+                if cross.abs() <= 1e-9 * scale * scale {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Normalised direct linear transform (Hartley): both point sets moved to their centroid and scaled to a mean
+/// distance of sqrt(2), the 2n x 9 system solved in the least-squares sense (smallest eigenvector of A^T A), and
+/// the normalisation undone. Needs at least 4 correspondences; `None` when they are degenerate.
+pub fn dlt(from: &[[f64; 2]], to: &[[f64; 2]]) -> Option<Homography> {
+    if from.len() < 4 || from.len() != to.len() {
+        return None;
+    }
+    let (tf, tt) = (normalization(from)?, normalization(to)?);
+    let mut ata = [[0.0f64; 9]; 9];
+    for (p, q) in from.iter().zip(to) {
+        let (x, y) = tf.apply(p[0], p[1])?;
+        let (u, v) = tt.apply(q[0], q[1])?;
+        let rows = [[0.0, 0.0, 0.0, -x, -y, -1.0, v * x, v * y, v], [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, -u]];
+        for r in &rows {
+            for i in 0..9 {
+                for j in 0..9 {
+                    ata[i][j] += r[i] * r[j];
+                }
+            }
+        }
+    }
+    let (values, vectors) = symmetric_eigen(ata);
+    let smallest = (0..9).min_by(|&a, &b| values[a].total_cmp(&values[b]))?;
+    let h: Vec<f64> = (0..9).map(|i| vectors[i][smallest]).collect();
+    let hn = Homography([[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], h[8]]]);
+    let full = multiply(&multiply(&tt.inverse()?, &hn), &tf);
+    let scale = full.0[2][2];
+    if !scale.is_finite() || scale.abs() < 1e-12 {
+        return None;
+    }
+    let m = full.0.map(|row| row.map(|v| v / scale));
+    m.iter().flatten().all(|v| v.is_finite()).then_some(Homography(m))
+}
+
+/// The similarity that moves the centroid to the origin and the mean distance to it to sqrt(2).
+fn normalization(p: &[[f64; 2]]) -> Option<Homography> {
+    let n = p.len() as f64;
+    let (cx, cy) = (p.iter().map(|q| q[0]).sum::<f64>() / n, p.iter().map(|q| q[1]).sum::<f64>() / n);
+    let mean = p.iter().map(|q| ((q[0] - cx).powi(2) + (q[1] - cy).powi(2)).sqrt()).sum::<f64>() / n;
+    if !(mean > 1e-12) {
+        return None;
+    }
+    let s = std::f64::consts::SQRT_2 / mean;
+    Some(Homography([[s, 0.0, -s * cx], [0.0, s, -s * cy], [0.0, 0.0, 1.0]]))
+}
+
+pub fn multiply(a: &Homography, b: &Homography) -> Homography {
+    let mut m = [[0.0; 3]; 3];
+    for (i, row) in m.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..3).map(|k| a.0[i][k] * b.0[k][j]).sum();
+        }
+    }
+    Homography(m)
+}
+
+/// Eigenvalues and eigenvectors (as columns) of a symmetric 9x9 matrix by cyclic Jacobi rotations: slow in theory,
+/// exact to rounding and a few microseconds at this size.
+fn symmetric_eigen(mut a: [[f64; 9]; 9]) -> ([f64; 9], [[f64; 9]; 9]) {
+    let mut v = [[0.0; 9]; 9];
+    for (i, row) in v.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..9).flat_map(|i| (0..9).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let diag: f64 = (0..9).map(|i| a[i][i] * a[i][i]).sum();
+        if off <= 1e-30 * diag.max(1e-300) {
+            break;
+        }
+        for p in 0..9 {
+            for q in p + 1..9 {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..9 {
+                    let (akp, akq) = (a[k][p], a[k][q]);
+                    a[k][p] = c * akp - s * akq;
+                    a[k][q] = s * akp + c * akq;
+                }
+                for k in 0..9 {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vkp, vkq) = (row[p], row[q]);
+                    row[p] = c * vkp - s * vkq;
+                    row[q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    (std::array::from_fn(|i| a[i][i]), v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eigen_of_a_diagonal_plus_rotation() {
+        let mut m = [[0.0; 9]; 9];
+        for i in 0..9 {
+            m[i][i] = (i + 1) as f64;
+        }
+        m[0][1] = 0.5;
+        m[1][0] = 0.5;
+        let (values, vectors) = symmetric_eigen(m);
+        for k in 0..9 {
+            // A v = lambda v
+            for i in 0..9 {
+                let av: f64 = (0..9).map(|j| m[i][j] * vectors[j][k]).sum();
+                assert!((av - values[k] * vectors[i][k]).abs() < 1e-10);
+            }
+        }
+    }
+}
