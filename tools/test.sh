@@ -11,6 +11,9 @@ cargo run --release --quiet -- info
 echo "== rust tests"
 cargo test --release -- --test-threads 2
 
+echo "== embedding example (renders with wgpu, extracts from the texture on the same device)"
+cargo run --release --quiet --example embed
+
 echo "== python tests (training tools)"
 python3 -m pip install --quiet -r tools/train/requirements.txt
 python3 -m pytest -q tools/train/tests
