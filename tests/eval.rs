@@ -252,15 +252,22 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// On the GPU engine (any adapter; lavapipe in CI) with the GPU matcher, and on the CPU path with the CPU matcher.
 #[test]
 fn eval_of_engine_features_equals_eval_of_their_npz_files() {
-    let dir = temp_dir("identity");
+    for device in ["gpu", "cpu"] {
+        engine_and_npz_agree(device);
+    }
+}
+
+fn engine_and_npz_agree(device: &str) {
+    let dir = temp_dir(&format!("identity-{device}"));
     let root = dir.join("tiny");
     tiny_set(&root, 96, 72);
     let weights = weights_file(&dir);
     let run = |extra: &[&str], json_out: &Path| {
         let out = strek()
-            .arg("eval")
+            .args(["--device", device, "eval"])
             .arg(&root)
             .args(["--k", "200", "--rotate", "0,90,45", "--max-side", "80", "--weights"])
             .arg(&weights)
@@ -287,9 +294,11 @@ fn eval_of_engine_features_equals_eval_of_their_npz_files() {
         assert!(images.join("tiny").join(format!("{name}.png")).is_file(), "{name}.png");
     }
     let from_files = run(&["--features", &format!("strek={}", features.display())], &dir.join("files.json"));
-    assert_eq!(direct, from_files, "the tables must be identical");
+    assert_eq!(direct, from_files, "{device}: the tables must be identical");
     let (a, b) = (json(&dir.join("direct.json")), json(&dir.join("files.json")));
-    assert_eq!(a["datasets"], b["datasets"], "every per-pair number must be identical");
+    assert_eq!(a["datasets"], b["datasets"], "{device}: every per-pair number must be identical");
+    let matcher = a["protocol"]["matcher"].as_str().unwrap();
+    assert!(matcher.starts_with(if device == "gpu" { "GPU" } else { "CPU" }), "{matcher}");
     let pairs = a["datasets"][0]["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 3 + 2 * 3, "3 pairs and 3 angles for each of 2 sequences");
     let rot0 = pairs.iter().find(|p| p["pair"] == "1-1_rot0").unwrap();
@@ -338,5 +347,47 @@ fn match_draws_matches_and_prints_the_homography() {
     assert!(stdout.contains("mutual matches:") && stdout.contains("picture:"), "{stdout}");
     let picture = image::open(&png).unwrap();
     assert_eq!((picture.width(), picture.height()), (96 + strek::demo::GAP + 72, 96));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bench_prints_per_stage_times_in_a_ci_sized_run() {
+    let dir = temp_dir("bench");
+    let weights = weights_file(&dir);
+    let json_out = dir.join("bench.json");
+    let images = dir.join("images");
+    let out = strek()
+        .args(["--device", "gpu", "bench", "--sizes", "64x48,72x40", "--batch", "1,2", "--warmup", "1", "--reps", "2"])
+        .args(["--k", "100", "--peak-gflops", "50", "--weights"])
+        .arg(&weights)
+        .arg("--json")
+        .arg(&json_out)
+        .arg("--save-images")
+        .arg(&images)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let doc = json(&json_out);
+    let adapter = doc["adapter"]["name"].as_str().unwrap();
+    assert!(stdout.contains(adapter), "the table names the adapter: {stdout}");
+    if doc["software_adapter"] == true {
+        assert!(stdout.contains("SOFTWARE adapter"), "{stdout}");
+    }
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "2 sizes x 2 batch sizes");
+    for r in results {
+        assert_eq!(r["wall"]["samples"].as_array().unwrap().len(), 2);
+        assert!(r["macs_per_image"]["detector"].as_f64().unwrap() > 0.0);
+        let stages: Vec<&str> = r["stages"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+        assert!(stages.contains(&"upload") && stages.contains(&"readback"), "{stages:?}");
+        if doc["timing"].as_str().unwrap().starts_with("GPU stages") {
+            for s in ["pyramid", "detector", "nms_topk", "descriptor", "sampling"] {
+                assert!(stages.contains(&s), "{s} missing from {stages:?}");
+            }
+        }
+    }
+    assert!(stdout.contains("det GFLOP/s") && stdout.contains("64x48"), "{stdout}");
+    assert!(images.join("72x40").join("1.png").is_file());
     std::fs::remove_dir_all(dir).unwrap();
 }
