@@ -34,7 +34,7 @@ fn features(rng: &mut Rng, n: usize) -> Features {
     for i in 0..n {
         f.keypoints.push([rng.range(0.0, 640.0), rng.range(0.0, 480.0)]);
         f.scores.push(1.0 - i as f32 / n as f32);
-        f.orientations.push(rng.range(0.0, 6.28));
+        f.orientations.push(rng.range(0.0, std::f32::consts::TAU));
         f.scales.push(1.0);
         f.descriptors.extend(unit(rng, DIM));
     }
@@ -48,7 +48,7 @@ fn readback_bytes(rng: &mut Rng, count: usize, valid: usize) -> Vec<u8> {
             x: rng.range(0.0, 640.0),
             y: rng.range(0.0, 480.0),
             score: 1.0 - i as f32 / count as f32,
-            orientation: rng.range(0.0, 6.28),
+            orientation: rng.range(0.0, std::f32::consts::TAU),
             scale: 1.0,
             level: 0.0,
             valid: if i < valid { 1.0 } else { 0.0 },

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod backend;
+pub mod colmap;
 pub mod config;
 pub mod cpu;
 pub mod demo;
@@ -25,6 +26,7 @@ pub mod image_io;
 pub mod model;
 pub mod ops;
 pub mod rng;
+pub mod track;
 pub mod weights;
 
 pub use backend::{Device, Extract};

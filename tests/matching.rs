@@ -75,8 +75,9 @@ fn near_ratio(n: &Nearest, ratio: f32) -> bool {
 #[test]
 fn gpu_matches_reference_on_odd_counts_and_dimensions() {
     let mut rng = Rng::new(11);
-    // (64, 2240, 128) and (64, 70, 4096) take over sixty tiles of the reference set, several chunks
-    let cases = [(1, 1, 128), (1, 7, 128), (7, 1, 128), (7, 7, 3), (33, 65, 130), (100, 37, 256), (64, 2240, 128), (64, 70, 4096)];
+    // (64, 2240, 128) and (64, 70, 4096) take over sixty tiles of the reference set, several chunks;
+    // (64, 600, 4096) six hundred tiles, more than the usual 8 per chunk
+    let cases = [(1, 1, 128), (1, 7, 128), (7, 1, 128), (7, 7, 3), (33, 65, 130), (100, 37, 256), (64, 2240, 128), (64, 70, 4096), (64, 600, 4096)];
     for &(na, nb, dim) in &cases {
         let a = random_features(&mut rng, na, dim);
         let b = random_features(&mut rng, nb, dim);

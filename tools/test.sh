@@ -17,3 +17,6 @@ cargo run --release --quiet --example embed
 echo "== python tests (training tools)"
 python3 -m pip install --quiet -r tools/train/requirements.txt
 python3 -m pytest -q tools/train/tests
+
+echo "== COLMAP (pycolmap's incremental mapper on a strek database of the TUM frames)"
+bash tools/colmap/ci.sh

@@ -230,46 +230,54 @@ unsafe fn gemm_band(g: &ConvGeom, input: *const f32, layer: &PackedConv, out: *m
     }
 }
 
-/// A 1x1 convolution (the descriptor head, no ReLU) written channel-major, the layout sampling reads: one GEMM per
-/// row of the map.
+/// A 1x1 convolution (the descriptor head, no ReLU) written channel-major, the layout sampling reads. Each task
+/// runs one GEMM over a band of whole stored rows (border and garbage columns included, as in `conv`) into a
+/// channel-major scratch block, then copies the content columns out with the bias added: one GEMM per map row would
+/// be too small to amortise the GEMM's packing of the weights.
 pub fn conv1x1_to_map(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv) -> Map {
     let s = &layer.spec;
     assert_eq!(s.k, 1, "{}: not a 1x1 convolution", s.name);
     assert_eq!((x.c, x.cs), (s.c_in, layer.in_cs), "{}: input channels", s.name);
-    let (w, h, c_out) = (x.w, x.h, s.c_out);
+    let (w, h, c_out, pitch) = (x.w, x.h, s.c_out, x.pitch);
     let plane = w * h;
     let mut data = pool.take(c_out * plane);
     let dst = Shared(data.as_mut_ptr());
-    let rows_per_task = (16384 / w.max(1)).max(1);
+    let rows_per_task = (2048 / pitch).max(1);
     (0..h.div_ceil(rows_per_task)).into_par_iter().for_each(|t| {
-        for y in t * rows_per_task..((t + 1) * rows_per_task).min(h) {
-            // SAFETY: row y of every channel plane belongs to this task only; reads stay inside row y of `x`.
-            unsafe {
-                let row = dst.ptr().add(y * w);
-                for o in 0..c_out {
-                    std::slice::from_raw_parts_mut(row.add(o * plane), w).fill(layer.bias[o]);
+        let rows = t * rows_per_task..((t + 1) * rows_per_task).min(h);
+        let m = rows.len() * pitch;
+        let mut block = vec![0f32; c_out * m];
+        // SAFETY: the GEMM reads the stored rows `rows` of `x` (pixel index p + pad * (pitch + 1) for virtual
+        // position p, inside the map) and writes `block`; the copy writes rows `rows` of every plane, this task's only.
+        unsafe {
+            gemm::gemm(
+                m,
+                c_out,
+                layer.in_cs,
+                block.as_mut_ptr(),
+                m as isize,
+                1,
+                false,
+                x.data.as_ptr().add((rows.start * pitch + x.pad * (pitch + 1)) * x.cs),
+                1,
+                x.cs as isize,
+                layer.weights.as_ptr(),
+                1,
+                layer.out_cs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            for (o, channel) in block.chunks_exact(m).enumerate() {
+                for (i, y) in rows.clone().enumerate() {
+                    let out = std::slice::from_raw_parts_mut(dst.ptr().add(o * plane + y * w), w);
+                    for (v, &b) in out.iter_mut().zip(&channel[i * pitch..i * pitch + w]) {
+                        *v = b + layer.bias[o];
+                    }
                 }
-                gemm::gemm(
-                    w,
-                    c_out,
-                    layer.in_cs,
-                    row,
-                    plane as isize,
-                    1,
-                    true,
-                    x.data.as_ptr().add(x.at(y, 0)),
-                    1,
-                    x.cs as isize,
-                    layer.weights.as_ptr(),
-                    1,
-                    layer.out_cs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
             }
         }
     });

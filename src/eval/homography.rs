@@ -184,7 +184,7 @@ fn normalization(p: &[[f64; 2]]) -> Option<Homography> {
     let n = p.len() as f64;
     let (cx, cy) = (p.iter().map(|q| q[0]).sum::<f64>() / n, p.iter().map(|q| q[1]).sum::<f64>() / n);
     let mean = p.iter().map(|q| ((q[0] - cx).powi(2) + (q[1] - cy).powi(2)).sqrt()).sum::<f64>() / n;
-    if !(mean > 1e-12) {
+    if !(mean > 1e-12) { // also catches NaN
         return None;
     }
     let s = std::f64::consts::SQRT_2 / mean;

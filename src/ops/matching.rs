@@ -141,7 +141,7 @@ impl GpuMatcher {
         let gpu = &self.gpu;
         let (na, nb) = (a.len() as u32, b.len() as u32);
         let bytes = 16 * dim4 as u64 * na.max(nb) as u64;
-        let limit = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
         if bytes > limit {
             return Err(Error::Invalid(format!(
                 "{} x {} descriptors of dimension {} need a {bytes}-byte buffer, over this adapter's limit of {limit}; match fewer keypoints",

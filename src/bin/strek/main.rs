@@ -1,11 +1,13 @@
 //! The `strek` command: a thin shell over the library. One module per subcommand.
 
 mod bench;
+mod colmap;
 mod demo;
 mod eval;
 mod extract;
 mod info;
 mod match_cmd;
+mod track;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -80,6 +82,10 @@ enum Command {
     Match(match_cmd::Args),
     /// Measure extraction speed: per-stage times, wall time, images/s, keypoints/s, GFLOP/s, memory.
     Bench(bench::Args),
+    /// Write a COLMAP database (features, GPU matches, verified geometry) for a folder of images.
+    Colmap(colmap::Args),
+    /// Track keypoints through a video's frames (matched frame to frame); writes tracks, reports frames/s.
+    Track(track::Args),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&cli.common, args),
         Command::Match(args) => match_cmd::run(&cli.common, args),
         Command::Bench(args) => bench::run(&cli.common, args),
+        Command::Colmap(args) => colmap::run(&cli.common, args),
+        Command::Track(args) => track::run(&cli.common, args),
     };
     match result {
         Ok(code) => code,

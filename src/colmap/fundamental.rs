@@ -1,0 +1,524 @@
+//! Epipolar geometry of two views of a 3D scene: the fundamental matrix by the normalised eight-point algorithm
+//! (Hartley) with rank 2 enforced, RANSAC on the Sampson distance with an adaptive number of iterations, a
+//! least-squares refit on the inliers, and the essential matrix of calibrated cameras.
+//!
+//! A homography is right only for a plane or a pure rotation; the frames of a moving camera in a room need this.
+
+use crate::rng::Rng;
+
+/// A row-major 3x3 matrix.
+pub type Mat3 = [[f64; 3]; 3];
+
+/// RANSAC settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ransac {
+    /// A correspondence is an inlier when its Sampson distance (the first-order geometric distance to the epipolar
+    /// constraint, in pixels) is at most this.
+    pub threshold: f64,
+    /// Probability that at least one drawn sample is outlier-free; sets the adaptive iteration count.
+    pub confidence: f64,
+    pub max_iterations: usize,
+    /// Seed of the sample draws, so that a run is reproducible.
+    pub seed: u64,
+}
+
+impl Default for Ransac {
+    fn default() -> Self {
+        Ransac { threshold: 2.0, confidence: 0.999, max_iterations: 10_000, seed: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    /// `x2^T F x1 = 0` for homogeneous pixel coordinates `x1` of the first image and `x2` of the second.
+    pub fundamental: Mat3,
+    /// One flag per correspondence.
+    pub inliers: Vec<bool>,
+    /// Minimal samples drawn.
+    pub iterations: usize,
+}
+
+impl Estimate {
+    pub fn inlier_count(&self) -> usize {
+        count(&self.inliers)
+    }
+}
+
+const SAMPLE: usize = 8;
+
+/// Robust fundamental matrix from correspondences `from[i] <-> to[i]`: RANSAC on samples of 8, the number of
+/// iterations shrinking as better hypotheses appear, then eight-point refits on all inliers until the inlier set
+/// is stable. `None` with fewer than 8 correspondences or when no sample gives a matrix.
+pub fn estimate(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac) -> Option<Estimate> {
+    robust(from, to, settings, &eight_point)
+}
+
+/// Robust essential matrix of cameras with calibration matrices `k1`, `k2`: as `estimate`, every hypothesis (and
+/// refit) projected onto essential matrices before it is scored, so that the inliers are those of a calibrated
+/// geometry. Returns the estimate (its `fundamental` the one that the essential matrix implies,
+/// `K2^-T E K1^-1`) and E.
+pub fn estimate_essential(from: &[[f64; 2]], to: &[[f64; 2]], k1: &Mat3, k2: &Mat3, settings: &Ransac) -> Option<(Estimate, Mat3)> {
+    let (k1_inv, k2_inv) = (inverse_calibration(k1), inverse_calibration(k2));
+    let implied = |e: &Mat3| multiply(&multiply(&transpose(&k2_inv), e), &k1_inv);
+    let fit = |a: &[[f64; 2]], b: &[[f64; 2]]| eight_point(a, b).map(|f| implied(&essential_from_fundamental(&f, k1, k2)));
+    let estimate = robust(from, to, settings, &fit)?;
+    let e = essential_from_fundamental(&estimate.fundamental, k1, k2);
+    Some((estimate, e))
+}
+
+/// K^-1 of a calibration matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]].
+pub fn inverse_calibration(k: &Mat3) -> Mat3 {
+    let (fx, s, cx, fy, cy) = (k[0][0], k[0][1], k[0][2], k[1][1], k[1][2]);
+    [[1.0 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], [0.0, 1.0 / fy, -cy / fy], [0.0, 0.0, 1.0]]
+}
+
+/// Iterations needed to draw one all-inlier sample of 8 with probability `confidence` when a share `inlier_ratio`
+/// of the correspondences are inliers. `ln_1p` keeps it right when `inlier_ratio^8` is below the f64 resolution of
+/// 1 (a ratio under about 1%), where `ln(1 - p)` would be 0 and the count collapse to 1.
+fn iterations_needed(inlier_ratio: f64, confidence: f64) -> f64 {
+    let all_inliers = inlier_ratio.clamp(0.0, 1.0).powi(SAMPLE as i32);
+    if all_inliers >= 1.0 {
+        return 1.0;
+    }
+    if all_inliers <= 0.0 {
+        return f64::INFINITY;
+    }
+    ((1.0 - confidence).ln() / (-all_inliers).ln_1p()).ceil().max(1.0)
+}
+
+/// RANSAC around `fit`, which maps correspondences (8 or more) to a fundamental matrix.
+fn robust(
+    from: &[[f64; 2]],
+    to: &[[f64; 2]],
+    settings: &Ransac,
+    fit: &dyn Fn(&[[f64; 2]], &[[f64; 2]]) -> Option<Mat3>,
+) -> Option<Estimate> {
+    let n = from.len();
+    if n < SAMPLE || to.len() != n {
+        return None;
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut best: Option<(usize, Mat3)> = None;
+    let mut needed = settings.max_iterations as f64;
+    let mut iterations = 0;
+    let mut a = [[0.0; 2]; SAMPLE];
+    let mut b = [[0.0; 2]; SAMPLE];
+    while (iterations as f64) < needed.min(settings.max_iterations as f64) {
+        iterations += 1;
+        for (k, i) in draw_distinct(&mut rng, n).into_iter().enumerate() {
+            a[k] = from[i];
+            b[k] = to[i];
+        }
+        let Some(f) = fit(&a, &b) else { continue };
+        let support = (0..n).filter(|&i| sampson_distance(&f, from[i], to[i]) <= settings.threshold).count();
+        if best.as_ref().is_none_or(|(c, _)| support > *c) {
+            best = Some((support, f));
+            needed = iterations_needed(support as f64 / n as f64, settings.confidence);
+        }
+    }
+    let (_, mut f) = best?;
+    let mut flags = inliers(&f, from, to, settings.threshold);
+    // Least-squares refit on the inliers; a refit that loses support is not kept.
+    for _ in 0..10 {
+        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = (0..n).filter(|&i| flags[i]).map(|i| (from[i], to[i])).unzip();
+        let Some(refit) = fit(&a, &b) else { break };
+        let refit_flags = inliers(&refit, from, to, settings.threshold);
+        if count(&refit_flags) < count(&flags) {
+            break;
+        }
+        let stable = refit_flags == flags;
+        f = refit;
+        flags = refit_flags;
+        if stable {
+            break;
+        }
+    }
+    Some(Estimate { fundamental: f, inliers: flags, iterations })
+}
+
+fn count(flags: &[bool]) -> usize {
+    flags.iter().filter(|f| **f).count()
+}
+
+/// Flags the correspondences whose Sampson distance is at most `threshold`.
+pub fn inliers(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]], threshold: f64) -> Vec<bool> {
+    from.iter().zip(to).map(|(p, q)| sampson_distance(f, *p, *q) <= threshold).collect()
+}
+
+/// Sampson distance of `p <-> q` (pixels): `|q^T F p| / sqrt((Fp)_x^2 + (Fp)_y^2 + (F^T q)_x^2 + (F^T q)_y^2)`,
+/// the first-order approximation of the smallest total displacement of both points that satisfies the constraint.
+pub fn sampson_distance(f: &Mat3, p: [f64; 2], q: [f64; 2]) -> f64 {
+    let fp = apply(f, [p[0], p[1], 1.0]);
+    let ftq = apply(&transpose(f), [q[0], q[1], 1.0]);
+    let residual = q[0] * fp[0] + q[1] * fp[1] + fp[2];
+    let gradient = fp[0] * fp[0] + fp[1] * fp[1] + ftq[0] * ftq[0] + ftq[1] * ftq[1];
+    if gradient <= 0.0 {
+        return f64::INFINITY;
+    }
+    residual.abs() / gradient.sqrt()
+}
+
+/// Normalised eight-point algorithm: both point sets moved to their centroid and scaled to a mean distance of
+/// sqrt(2), the n x 9 system `q^T F p = 0` solved in the least-squares sense (smallest eigenvector of A^T A), rank 2
+/// enforced by removing the smallest singular value, and the normalisation undone. Needs at least 8
+/// correspondences; `None` when they are degenerate. The result has unit Frobenius norm.
+pub fn eight_point(from: &[[f64; 2]], to: &[[f64; 2]]) -> Option<Mat3> {
+    if from.len() < SAMPLE || from.len() != to.len() {
+        return None;
+    }
+    let (t1, t2) = (normalization(from)?, normalization(to)?);
+    let rows = from.iter().zip(to).map(|(p, q)| {
+        let [x, y, _] = apply(&t1, [p[0], p[1], 1.0]);
+        let [u, v, _] = apply(&t2, [q[0], q[1], 1.0]);
+        [u * x, u * y, u, v * x, v * y, v, x, y, 1.0]
+    });
+    let h = if from.len() == SAMPLE {
+        // A minimal sample (RANSAC's inner loop): the null vector by elimination, far cheaper than an eigensolver.
+        let mut a = [[0.0; 9]; SAMPLE];
+        rows.zip(a.iter_mut()).for_each(|(r, a)| *a = r);
+        null_vector(a)?
+    } else {
+        let mut ata = [[0.0f64; 9]; 9];
+        for row in rows {
+            for i in 0..9 {
+                for j in i..9 {
+                    ata[i][j] += row[i] * row[j];
+                }
+            }
+        }
+        for i in 0..9 {
+            for j in 0..i {
+                ata[i][j] = ata[j][i];
+            }
+        }
+        let (values, vectors) = symmetric_eigen(ata);
+        let smallest = (0..9).min_by(|&a, &b| values[a].total_cmp(&values[b]))?;
+        std::array::from_fn(|i| vectors[i][smallest])
+    };
+    let fn_ = [[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], h[8]]];
+    let f = multiply(&multiply(&transpose(&t2), &rank2(&fn_)), &t1);
+    let norm = f.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm > 1e-300) || !norm.is_finite() {
+        return None;
+    }
+    Some(f.map(|row| row.map(|v| v / norm)))
+}
+
+/// The vector `h` with `A h = 0` for an 8 x 9 matrix of rank 8, by Gaussian elimination with complete pivoting;
+/// `None` when the rank is lower (a degenerate sample).
+fn null_vector(mut a: [[f64; 9]; SAMPLE]) -> Option<[f64; 9]> {
+    let mut columns: [usize; 9] = std::array::from_fn(|i| i);
+    let scale = a.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for k in 0..SAMPLE {
+        let (mut pr, mut pc, mut best) = (k, k, 0.0);
+        for (r, row) in a.iter().enumerate().skip(k) {
+            for (c, v) in row.iter().enumerate().skip(k) {
+                if v.abs() > best {
+                    (pr, pc, best) = (r, c, v.abs());
+                }
+            }
+        }
+        if !(best > 1e-10 * scale) {
+            return None;
+        }
+        a.swap(k, pr);
+        for row in a.iter_mut() {
+            row.swap(k, pc);
+        }
+        columns.swap(k, pc);
+        for r in k + 1..SAMPLE {
+            let factor = a[r][k] / a[k][k];
+            for c in k..9 {
+                a[r][c] -= factor * a[k][c];
+            }
+        }
+    }
+    // upper triangular in the first 8 columns: the last (free) unknown set to 1, the others by back substitution
+    let mut x = [0.0; 9];
+    x[8] = 1.0;
+    for k in (0..SAMPLE).rev() {
+        let sum: f64 = (k + 1..9).map(|c| a[k][c] * x[c]).sum();
+        x[k] = -sum / a[k][k];
+    }
+    let mut h = [0.0; 9];
+    for (i, &c) in columns.iter().enumerate() {
+        h[c] = x[i];
+    }
+    Some(h)
+}
+
+/// The closest rank-2 matrix (Frobenius): `M (I - v v^T)` with `v` the right singular vector of the smallest
+/// singular value, i.e. the eigenvector of `M^T M` with the smallest eigenvalue.
+fn rank2(m: &Mat3) -> Mat3 {
+    let (values, vectors) = symmetric_eigen(multiply(&transpose(m), m));
+    let k = (0..3).min_by(|&a, &b| values[a].total_cmp(&values[b])).unwrap_or(2);
+    let v = [vectors[0][k], vectors[1][k], vectors[2][k]];
+    let projector: Mat3 = std::array::from_fn(|i| std::array::from_fn(|j| f64::from(i == j) - v[i] * v[j]));
+    multiply(m, &projector)
+}
+
+/// The essential matrix of cameras with calibration matrices `k1`, `k2` from their fundamental matrix:
+/// `K2^T F K1`, projected onto essential matrices (two equal singular values, the third zero) and scaled to unit
+/// Frobenius norm.
+pub fn essential_from_fundamental(f: &Mat3, k1: &Mat3, k2: &Mat3) -> Mat3 {
+    let e = multiply(&multiply(&transpose(k2), f), k1);
+    // E = s1 u1 v1^T + s2 u2 v2^T with u_i = E v_i / s_i; replacing both s_i by their mean (then by 1/sqrt(2) for
+    // unit norm) gives E (v1 v1^T / s1 + v2 v2^T / s2) / sqrt(2).
+    let (values, vectors) = symmetric_eigen(multiply(&transpose(&e), &e));
+    let mut order = [0, 1, 2];
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    let mut m = [[0.0; 3]; 3];
+    for &k in &order[..2] {
+        let s = values[k].max(0.0).sqrt();
+        if s <= 1e-300 {
+            return [[0.0; 3]; 3];
+        }
+        let v = [vectors[0][k], vectors[1][k], vectors[2][k]];
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] += v[i] * v[j] / (s * std::f64::consts::SQRT_2);
+            }
+        }
+    }
+    multiply(&e, &m)
+}
+
+/// The calibration matrix of a pinhole camera.
+pub fn calibration(fx: f64, fy: f64, cx: f64, cy: f64) -> Mat3 {
+    [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+}
+
+/// The similarity that moves the centroid to the origin and the mean distance to it to sqrt(2).
+fn normalization(p: &[[f64; 2]]) -> Option<Mat3> {
+    let n = p.len() as f64;
+    let (cx, cy) = (p.iter().map(|q| q[0]).sum::<f64>() / n, p.iter().map(|q| q[1]).sum::<f64>() / n);
+    let mean = p.iter().map(|q| ((q[0] - cx).powi(2) + (q[1] - cy).powi(2)).sqrt()).sum::<f64>() / n;
+    if !(mean > 1e-12) {
+        return None;
+    }
+    let s = std::f64::consts::SQRT_2 / mean;
+    Some([[s, 0.0, -s * cx], [0.0, s, -s * cy], [0.0, 0.0, 1.0]])
+}
+
+fn draw_distinct(rng: &mut Rng, n: usize) -> [usize; SAMPLE] {
+    let mut s = [usize::MAX; SAMPLE];
+    let mut k = 0;
+    while k < SAMPLE {
+        let i = rng.below(n);
+        if !s[..k].contains(&i) {
+            s[k] = i;
+            k += 1;
+        }
+    }
+    s
+}
+
+pub fn multiply(a: &Mat3, b: &Mat3) -> Mat3 {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+}
+
+pub fn transpose(a: &Mat3) -> Mat3 {
+    std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
+}
+
+fn apply(m: &Mat3, v: [f64; 3]) -> [f64; 3] {
+    std::array::from_fn(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
+}
+
+/// Eigenvalues and eigenvectors (as columns) of a symmetric N x N matrix by cyclic Jacobi rotations: exact to
+/// rounding and a few microseconds at these sizes (9 and 3).
+fn symmetric_eigen<const N: usize>(mut a: [[f64; N]; N]) -> ([f64; N], [[f64; N]; N]) {
+    let mut v = [[0.0; N]; N];
+    for (i, row) in v.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..N).flat_map(|i| (0..N).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let diag: f64 = (0..N).map(|i| a[i][i] * a[i][i]).sum();
+        if off <= 1e-30 * diag.max(1e-300) {
+            break;
+        }
+        for p in 0..N {
+            for q in p + 1..N {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = if theta == 0.0 { 1.0 } else { theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt()) };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
+                }
+                for k in 0..N {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vkp, vkq) = (row[p], row[q]);
+                    row[p] = c * vkp - s * vkq;
+                    row[q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    (std::array::from_fn(|i| a[i][i]), v)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Rotation about the axis (unit) by `angle` radians (Rodrigues).
+    pub fn rotation(axis: [f64; 3], angle: f64) -> Mat3 {
+        let (s, c) = angle.sin_cos();
+        let [x, y, z] = axis;
+        [
+            [c + x * x * (1.0 - c), x * y * (1.0 - c) - z * s, x * z * (1.0 - c) + y * s],
+            [y * x * (1.0 - c) + z * s, c + y * y * (1.0 - c), y * z * (1.0 - c) - x * s],
+            [z * x * (1.0 - c) - y * s, z * y * (1.0 - c) + x * s, c + z * z * (1.0 - c)],
+        ]
+    }
+
+    pub struct Scene {
+        pub k: Mat3,
+        pub r: Mat3,
+        pub t: [f64; 3],
+        pub from: Vec<[f64; 2]>,
+        pub to: Vec<[f64; 2]>,
+        /// Which correspondences are true (the others are random).
+        pub truth: Vec<bool>,
+    }
+
+    /// Points in a box 3 to 8 units in front of camera 1, seen by camera 2 = [R | t]; pixel noise of `noise`
+    /// standard deviation; a share `outliers` of the second points replaced by random pixels.
+    pub fn scene(n: usize, noise: f64, outliers: f64, seed: u64) -> Scene {
+        let mut rng = Rng::new(seed);
+        let k = calibration(535.4, 539.2, 320.1, 247.6);
+        let r = rotation([0.0, 0.6, 0.8], 0.15);
+        let t = [0.4, -0.05, 0.1];
+        let project = |p: [f64; 3]| [k[0][0] * p[0] / p[2] + k[0][2], k[1][1] * p[1] / p[2] + k[1][2]];
+        let (mut from, mut to, mut truth) = (Vec::new(), Vec::new(), Vec::new());
+        while from.len() < n {
+            let z = rng.range(3.0, 8.0) as f64;
+            let p = [rng.range(-0.6, 0.6) as f64 * z, rng.range(-0.45, 0.45) as f64 * z, z];
+            let q = apply(&r, p);
+            let q = [q[0] + t[0], q[1] + t[1], q[2] + t[2]];
+            let (a, b) = (project(p), project(q));
+            if !(0.0..640.0).contains(&b[0]) || !(0.0..480.0).contains(&b[1]) {
+                continue;
+            }
+            let jitter = |rng: &mut Rng| noise * rng.normal() as f64;
+            from.push([a[0] + jitter(&mut rng), a[1] + jitter(&mut rng)]);
+            if (rng.uniform() as f64) < outliers {
+                to.push([rng.range(0.0, 640.0) as f64, rng.range(0.0, 480.0) as f64]);
+                truth.push(false);
+            } else {
+                to.push([b[0] + jitter(&mut rng), b[1] + jitter(&mut rng)]);
+                truth.push(true);
+            }
+        }
+        Scene { k, r, t, from, to, truth }
+    }
+
+    fn determinant(m: &Mat3) -> f64 {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    }
+
+    fn skew(t: [f64; 3]) -> Mat3 {
+        [[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]]
+    }
+
+    /// The two matrices are equal up to scale and sign (both normalised first).
+    fn same_up_to_scale(a: &Mat3, b: &Mat3, tolerance: f64) -> bool {
+        let norm = |m: &Mat3| m.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+        let (na, nb) = (norm(a), norm(b));
+        let diff = |sign: f64| (0..9).map(|i| (a[i / 3][i % 3] / na - sign * b[i / 3][i % 3] / nb).abs()).fold(0.0, f64::max);
+        diff(1.0).min(diff(-1.0)) < tolerance
+    }
+
+    #[test]
+    fn eight_point_is_exact_on_noise_free_points_and_has_rank_two() {
+        let s = scene(40, 0.0, 0.0, 1);
+        let f = eight_point(&s.from, &s.to).unwrap();
+        assert!(determinant(&f).abs() < 1e-12, "det {}", determinant(&f));
+        for (p, q) in s.from.iter().zip(&s.to) {
+            assert!(sampson_distance(&f, *p, *q) < 1e-6, "{}", sampson_distance(&f, *p, *q));
+        }
+        // the true fundamental matrix: K^-T [t]x R K^-1
+        let k_inv = [[1.0 / s.k[0][0], 0.0, -s.k[0][2] / s.k[0][0]], [0.0, 1.0 / s.k[1][1], -s.k[1][2] / s.k[1][1]], [0.0, 0.0, 1.0]];
+        let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+        assert!(same_up_to_scale(&f, &truth, 1e-6));
+        let e = essential_from_fundamental(&f, &s.k, &s.k);
+        assert!(same_up_to_scale(&e, &multiply(&skew(s.t), &s.r), 1e-6));
+    }
+
+    #[test]
+    fn a_minimal_sample_gives_the_same_matrix_as_the_least_squares_solution() {
+        let s = scene(8, 0.0, 0.0, 2);
+        let minimal = eight_point(&s.from, &s.to).unwrap();
+        let more = scene(30, 0.0, 0.0, 2);
+        let least_squares = eight_point(&more.from, &more.to).unwrap();
+        assert!(same_up_to_scale(&minimal, &least_squares, 1e-6));
+    }
+
+    #[test]
+    fn ransac_separates_inliers_from_outliers_under_noise() {
+        let s = scene(400, 0.5, 0.4, 7);
+        let estimate = estimate(&s.from, &s.to, &Ransac { threshold: 2.0, ..Default::default() }).unwrap();
+        let true_inliers = s.truth.iter().filter(|t| **t).count();
+        let found = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && **t).count();
+        let false_positives = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && !**t).count();
+        assert!(found as f64 >= 0.97 * true_inliers as f64, "{found} of {true_inliers}");
+        // a random point lies within 2 px of a random epipolar line with a probability of about 1%
+        assert!(false_positives <= 12, "{false_positives} outliers accepted");
+        let mean: f64 = (0..s.from.len()).filter(|&i| s.truth[i]).map(|i| sampson_distance(&estimate.fundamental, s.from[i], s.to[i])).sum::<f64>()
+            / true_inliers as f64;
+        assert!(mean < 0.8, "mean Sampson distance of the true inliers {mean}");
+        assert!(estimate.iterations < 10_000);
+    }
+
+    #[test]
+    fn essential_ransac_finds_the_calibrated_geometry() {
+        let s = scene(300, 0.5, 0.3, 13);
+        let (estimate, e) = estimate_essential(&s.from, &s.to, &s.k, &s.k, &Ransac::default()).unwrap();
+        let truth = s.truth.iter().filter(|t| **t).count();
+        let found = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && **t).count();
+        assert!(found as f64 >= 0.95 * truth as f64, "{found} of {truth}");
+        assert!(same_up_to_scale(&e, &multiply(&skew(s.t), &s.r), 0.02));
+        let k_inv = inverse_calibration(&s.k);
+        let identity = multiply(&s.k, &k_inv);
+        assert!((0..9).all(|i| (identity[i / 3][i % 3] - f64::from(i % 4 == 0)).abs() < 1e-12));
+    }
+
+    #[test]
+    fn a_poor_first_hypothesis_does_not_stop_the_search() {
+        assert!(iterations_needed(1.0 / 300.0, 0.999) > 1e15);
+        assert_eq!(iterations_needed(1.0, 0.999), 1.0);
+        assert!((iterations_needed(0.5, 0.99) - 1177.0).abs() <= 1.0);
+    }
+
+    #[test]
+    fn too_few_or_degenerate_points_give_none() {
+        let s = scene(7, 0.0, 0.0, 3);
+        assert!(estimate(&s.from, &s.to, &Ransac::default()).is_none());
+        let same = vec![[10.0, 10.0]; 12];
+        assert!(eight_point(&same, &same).is_none());
+    }
+
+    #[test]
+    fn symmetric_eigen_satisfies_the_definition() {
+        let m = [[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]];
+        let (values, vectors) = symmetric_eigen(m);
+        for k in 0..3 {
+            for i in 0..3 {
+                let mv: f64 = (0..3).map(|j| m[i][j] * vectors[j][k]).sum();
+                assert!((mv - values[k] * vectors[i][k]).abs() < 1e-12);
+            }
+        }
+    }
+}

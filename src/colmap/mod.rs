@@ -1,0 +1,433 @@
+//! COLMAP databases from strek features: cameras, images, keypoints (with orientation and scale), descriptors,
+//! mutual-nearest-neighbour matches (on the GPU when extraction runs there) and their verification by a
+//! fundamental-matrix RANSAC, so that COLMAP's mapper (or pycolmap's) reconstructs from strek features alone.
+//!
+//! Conventions at the boundary: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), strek at (0, 0), so
+//! keypoints, principal points and the stored F are shifted by half a pixel. COLMAP's keypoint is the affine frame
+//! `A = [[a11, a12], [a21, a22]]` whose columns are the keypoint's x and y axes in the image; its orientation is
+//! `atan2(a21, a11)`, measured from +x towards +y (clockwise as displayed, y pointing down), so strek's
+//! orientation (counter-clockwise as displayed) enters with its sign flipped, and the scale is strek's (1 at full
+//! resolution, the pyramid factor above).
+
+pub mod database;
+pub mod fundamental;
+
+use crate::backend::Extract;
+use crate::error::{Error, Result};
+use crate::features::Features;
+use crate::image_io::Image;
+use crate::ops::matching::Matcher;
+use database::{CameraRow, Configuration, Database, TwoViewRow};
+use fundamental::Mat3;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which image pairs are matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairs {
+    /// Every pair.
+    Exhaustive,
+    /// Each image with the next N (in name order): for video frames.
+    Sequential(usize),
+}
+
+impl std::str::FromStr for Pairs {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("unknown pairing {s:?}: use exhaustive or sequential:N (N >= 1)"));
+        match s.split_once(':') {
+            None if s == "exhaustive" => Ok(Pairs::Exhaustive),
+            Some(("sequential", n)) => n.parse().ok().filter(|n| *n >= 1).map(Pairs::Sequential).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Pairs {
+    /// The pairs (i, j), i < j, of `n` images in order.
+    pub fn list(&self, n: usize) -> Vec<(usize, usize)> {
+        let reach = match *self {
+            Pairs::Exhaustive => n,
+            Pairs::Sequential(k) => k,
+        };
+        (0..n).flat_map(|i| (i + 1..n.min(i + 1 + reach)).map(move |j| (i, j))).collect()
+    }
+}
+
+/// The camera model written for the images; parameters in strek's pixel convention (the centre of pixel (0, 0) at
+/// (0, 0), as OpenCV and most calibration tools give them).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Camera {
+    /// COLMAP's guess for an unknown camera: SIMPLE_RADIAL, focal length 1.2 x the longer side, principal point at
+    /// the image centre, no distortion; the mapper refines them.
+    #[default]
+    Guess,
+    /// Known intrinsics, no distortion (COLMAP's PINHOLE).
+    Pinhole { fx: f64, fy: f64, cx: f64, cy: f64 },
+}
+
+impl std::str::FromStr for Camera {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("unknown camera {s:?}: use auto or pinhole:fx,fy,cx,cy"));
+        match s.split_once(':') {
+            None if s == "auto" => Ok(Camera::Guess),
+            Some(("pinhole", values)) => {
+                let v: Vec<f64> = values.split(',').map(|t| t.trim().parse().ok()).collect::<Option<_>>().ok_or_else(bad)?;
+                match v[..] {
+                    [fx, fy, cx, cy] if fx > 0.0 && fy > 0.0 => Ok(Camera::Pinhole { fx, fy, cx, cy }),
+                    _ => Err(bad()),
+                }
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// COLMAP's camera model ids.
+const SIMPLE_RADIAL: i32 = 2;
+const PINHOLE: i32 = 1;
+
+impl Camera {
+    /// The database row for images of this size, in COLMAP's pixel convention.
+    pub fn row(&self, width: u32, height: u32) -> CameraRow {
+        match *self {
+            Camera::Guess => CameraRow {
+                model: SIMPLE_RADIAL,
+                width,
+                height,
+                params: vec![1.2 * width.max(height) as f64, width as f64 / 2.0, height as f64 / 2.0, 0.0],
+                prior_focal_length: false,
+            },
+            Camera::Pinhole { fx, fy, cx, cy } => {
+                CameraRow { model: PINHOLE, width, height, params: vec![fx, fy, cx + 0.5, cy + 0.5], prior_focal_length: true }
+            }
+        }
+    }
+
+    /// The calibration matrix in COLMAP's pixel convention, where the intrinsics are known.
+    pub fn calibration(&self) -> Option<Mat3> {
+        match *self {
+            Camera::Guess => None,
+            Camera::Pinhole { fx, fy, cx, cy } => Some(fundamental::calibration(fx, fy, cx + 0.5, cy + 0.5)),
+        }
+    }
+}
+
+/// Keypoints as COLMAP's rows (x, y, a11, a12, a21, a22): positions shifted by half a pixel, the affine frame a
+/// rotation by minus strek's orientation (see the module documentation) scaled by strek's scale.
+pub fn keypoint_rows(features: &Features) -> Vec<[f32; 6]> {
+    (0..features.len())
+        .map(|i| {
+            let [x, y] = features.keypoints[i];
+            let (s, (sin, cos)) = (features.scales[i], features.orientations[i].sin_cos());
+            [x + 0.5, y + 0.5, s * cos, s * sin, -s * sin, s * cos]
+        })
+        .collect()
+}
+
+/// Descriptors as bytes: each component of the unit vector mapped from [-1, 1] to [0, 255] by
+/// `round((v + 1) * 127.5)`. The map is affine and the same for every component, so Euclidean distances keep their
+/// order (to the rounding); it is not SIFT's layout, so re-matching them with COLMAP's SIFT matcher is not meant.
+pub fn descriptor_bytes(features: &Features) -> Vec<u8> {
+    features.descriptors.iter().map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8).collect()
+}
+
+/// Settings of `build`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub pairs: Pairs,
+    pub camera: Camera,
+    /// Ratio test of the mutual-nearest-neighbour matcher (1 disables it).
+    pub ratio: f32,
+    /// Fundamental-matrix RANSAC of the verification.
+    pub ransac: fundamental::Ransac,
+    /// Pairs with fewer inliers are stored as failed (COLMAP's default is 15).
+    pub min_inliers: usize,
+    /// Images per extraction call.
+    pub batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pairs: Pairs::Exhaustive,
+            camera: Camera::Guess,
+            ratio: 1.0,
+            ransac: fundamental::Ransac::default(),
+            min_inliers: 15,
+            batch: 8,
+        }
+    }
+}
+
+/// What `build` did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub images: usize,
+    /// Inputs that could not be read or extracted, with the reason; they are not in the database.
+    pub skipped: Vec<(PathBuf, String)>,
+    pub cameras: usize,
+    pub keypoints: usize,
+    pub pairs: usize,
+    pub matches: usize,
+    pub verified_pairs: usize,
+    pub calibrated_pairs: usize,
+    pub inlier_matches: usize,
+    pub extract_seconds: f64,
+    pub match_seconds: f64,
+    pub verify_seconds: f64,
+    /// What extracted and what matched.
+    pub extractor: String,
+    pub matcher: String,
+}
+
+/// Verifies the matches of one pair of images: a fundamental matrix by RANSAC (in COLMAP's pixel convention, as
+/// stored), and with known intrinsics an essential matrix by its own RANSAC, kept (configuration "calibrated") when
+/// it explains at least 95% of F's inliers, COLMAP's own rule.
+pub fn verify(
+    a: &[[f32; 6]],
+    b: &[[f32; 6]],
+    matches: &[(usize, usize)],
+    calibration: Option<(&Mat3, &Mat3)>,
+    ransac: &fundamental::Ransac,
+    min_inliers: usize,
+) -> TwoViewRow {
+    let failed = TwoViewRow { config: Configuration::Degenerate, inliers: Vec::new(), fundamental: None, essential: None };
+    if matches.len() < min_inliers.max(8) {
+        return failed;
+    }
+    let point = |row: &[f32; 6]| [row[0] as f64, row[1] as f64];
+    let from: Vec<[f64; 2]> = matches.iter().map(|&(i, _)| point(&a[i])).collect();
+    let to: Vec<[f64; 2]> = matches.iter().map(|&(_, j)| point(&b[j])).collect();
+    let Some(estimate) = fundamental::estimate(&from, &to, ransac) else { return failed };
+    if estimate.inlier_count() < min_inliers {
+        return failed;
+    }
+    let inliers_of = |flags: &[bool]| -> Vec<(u32, u32)> {
+        matches.iter().zip(flags).filter(|(_, f)| **f).map(|(&(i, j), _)| (i as u32, j as u32)).collect()
+    };
+    if let Some((k1, k2)) = calibration {
+        if let Some((calibrated, e)) = fundamental::estimate_essential(&from, &to, k1, k2, ransac) {
+            let count = calibrated.inlier_count();
+            if count >= min_inliers && count as f64 >= 0.95 * estimate.inlier_count() as f64 {
+                return TwoViewRow {
+                    config: Configuration::Calibrated,
+                    inliers: inliers_of(&calibrated.inliers),
+                    fundamental: Some(calibrated.fundamental),
+                    essential: Some(e),
+                };
+            }
+        }
+    }
+    TwoViewRow {
+        config: Configuration::Uncalibrated,
+        inliers: inliers_of(&estimate.inliers),
+        fundamental: Some(estimate.fundamental),
+        essential: None,
+    }
+}
+
+/// An image to put in the database: its name there (relative to the image folder that COLMAP will be given, `/`
+/// separated) and its file.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The images of a folder (directly inside it, or below it with `recursive`), sorted by name, named relative to it.
+pub fn list_images(dir: &Path, recursive: bool) -> Result<Vec<Input>> {
+    fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Vec<Input>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            if path.is_dir() {
+                if recursive {
+                    walk(root, &path, recursive, out)?;
+                }
+            } else if is_image(&path) {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                out.push(Input { name, path });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, recursive, &mut out)?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// File extensions read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm", "tif", "tiff", "bmp", "webp"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Extracts, matches, verifies and writes the database at `out` (which must not exist). Unreadable images are
+/// reported through `log` and left out; everything else that fails stops the run without leaving a file.
+pub fn build(
+    inputs: &[Input],
+    extractor: &mut dyn Extract,
+    matcher: &Matcher,
+    options: &Options,
+    out: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    let mut summary = Summary { extractor: extractor.describe(), matcher: matcher.describe(), ..Default::default() };
+    let db = Database::create(out)?;
+
+    // Extraction, a batch at a time; decoding in parallel on the CPU.
+    let start = Instant::now();
+    let mut images: Vec<(i64, [u32; 2], Features, Vec<[f32; 6]>)> = Vec::new();
+    let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
+    for chunk in inputs.chunks(options.batch.max(1)) {
+        let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open(&input.path)).collect();
+        let (mut names, mut batch) = (Vec::new(), Vec::new());
+        for (input, image) in chunk.iter().zip(decoded) {
+            match image {
+                Ok(image) => {
+                    names.push(&input.name);
+                    batch.push(image);
+                }
+                Err(e) => {
+                    log(&format!("skipped: {e}"));
+                    summary.skipped.push((input.path.clone(), e.to_string()));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let features = extractor.extract_batch(&batch)?;
+        for ((name, image), features) in names.into_iter().zip(&batch).zip(features) {
+            let size = [image.width, image.height];
+            let camera_id = match cameras.iter().find(|(s, _)| *s == size) {
+                Some((_, id)) => *id,
+                None => {
+                    let id = db.add_camera(&options.camera.row(size[0], size[1]))?;
+                    cameras.push((size, id));
+                    id
+                }
+            };
+            let image_id = db.add_image(name, camera_id)?;
+            let rows = keypoint_rows(&features);
+            db.add_keypoints(image_id, &rows)?;
+            db.add_descriptors(image_id, features.dim, &descriptor_bytes(&features))?;
+            summary.keypoints += features.len();
+            images.push((image_id, size, features, rows));
+        }
+    }
+    summary.images = images.len();
+    summary.cameras = cameras.len();
+    summary.extract_seconds = start.elapsed().as_secs_f64();
+    if cameras.len() > 1 && options.camera != Camera::Guess {
+        log(&format!("warning: images of {} different sizes share the given intrinsics", cameras.len()));
+    }
+
+    // Matching: one GPU submission per pair on the GPU; pairs spread over CPU threads otherwise.
+    let start = Instant::now();
+    let pairs = options.pairs.list(images.len());
+    let match_pair = |&(i, j): &(usize, usize)| matcher.mutual_nearest(&images[i].2, &images[j].2, options.ratio);
+    let matched: Vec<Vec<(usize, usize)>> = match matcher {
+        Matcher::Gpu(_) => pairs.iter().map(match_pair).collect::<Result<_>>()?,
+        Matcher::Cpu => pairs.par_iter().map(match_pair).collect::<Result<_>>()?,
+    };
+    summary.match_seconds = start.elapsed().as_secs_f64();
+
+    // Verification on CPU threads.
+    let start = Instant::now();
+    let calibration = options.camera.calibration();
+    let geometries: Vec<TwoViewRow> = pairs
+        .par_iter()
+        .zip(&matched)
+        .enumerate()
+        .map(|(k, (&(i, j), matches))| {
+            let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add(k as u64), ..options.ransac };
+            let k = calibration.as_ref().map(|k| (k, k));
+            verify(&images[i].3, &images[j].3, matches, k, &ransac, options.min_inliers)
+        })
+        .collect();
+    summary.verify_seconds = start.elapsed().as_secs_f64();
+
+    for ((&(i, j), matches), geometry) in pairs.iter().zip(&matched).zip(&geometries) {
+        let (id1, id2) = (images[i].0, images[j].0);
+        let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
+        db.add_matches(id1, id2, &as_u32)?;
+        db.add_two_view_geometry(id1, id2, geometry)?;
+        summary.matches += matches.len();
+        if geometry.config != Configuration::Degenerate {
+            summary.verified_pairs += 1;
+            summary.inlier_matches += geometry.inliers.len();
+        }
+        summary.calibrated_pairs += (geometry.config == Configuration::Calibrated) as usize;
+    }
+    summary.pairs = pairs.len();
+    db.finish()?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_parse_and_list() {
+        assert_eq!("exhaustive".parse::<Pairs>().unwrap().list(3), vec![(0, 1), (0, 2), (1, 2)]);
+        assert_eq!("sequential:1".parse::<Pairs>().unwrap().list(3), vec![(0, 1), (1, 2)]);
+        assert_eq!("sequential:2".parse::<Pairs>().unwrap().list(4), vec![(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]);
+        assert!("sequential:0".parse::<Pairs>().is_err());
+        assert!("vocab".parse::<Pairs>().is_err());
+    }
+
+    #[test]
+    fn cameras_parse_and_shift_to_colmap_pixels() {
+        let c: Camera = "pinhole:535.4,539.2,320.1,247.6".parse().unwrap();
+        assert_eq!(c.row(640, 480).params, vec![535.4, 539.2, 320.6, 248.1]);
+        assert_eq!(Camera::Guess.row(640, 480).params, vec![768.0, 320.0, 240.0, 0.0]);
+        assert!("pinhole:1,2,3".parse::<Camera>().is_err());
+        assert!("opencv:1,2,3,4".parse::<Camera>().is_err());
+    }
+
+    #[test]
+    fn keypoints_become_colmap_affine_frames() {
+        let f = Features {
+            image_size: [10, 10],
+            keypoints: vec![[2.0, 3.0]],
+            scores: vec![1.0],
+            orientations: vec![std::f32::consts::FRAC_PI_2],
+            scales: vec![2.0],
+            descriptors: vec![-1.0, 0.0, 1.0],
+            dim: 3,
+        };
+        let [x, y, a11, a12, a21, a22] = keypoint_rows(&f)[0];
+        assert_eq!((x, y), (2.5, 3.5));
+        // a quarter turn counter-clockwise as displayed: the keypoint's x axis points up the image (-y)
+        assert!(a11.abs() < 1e-6 && (a21 + 2.0).abs() < 1e-6 && (a12 - 2.0).abs() < 1e-6 && a22.abs() < 1e-6);
+        // COLMAP's scale and orientation of the frame
+        assert!(((a11 * a11 + a21 * a21).sqrt() - 2.0).abs() < 1e-6);
+        assert_eq!(descriptor_bytes(&f), vec![0, 128, 255]);
+    }
+
+    #[test]
+    fn verification_keeps_the_inliers_and_knows_a_calibrated_pair() {
+        let s = fundamental::tests::scene(300, 0.3, 0.3, 11);
+        let rows = |p: &[[f64; 2]]| p.iter().map(|q| [q[0] as f32, q[1] as f32, 1.0, 0.0, 0.0, 1.0]).collect::<Vec<_>>();
+        let (a, b) = (rows(&s.from), rows(&s.to));
+        let matches: Vec<(usize, usize)> = (0..a.len()).map(|i| (i, i)).collect();
+        let ransac = fundamental::Ransac::default();
+        let uncalibrated = verify(&a, &b, &matches, None, &ransac, 15);
+        assert_eq!(uncalibrated.config, Configuration::Uncalibrated);
+        let calibrated = verify(&a, &b, &matches, Some((&s.k, &s.k)), &ransac, 15);
+        assert_eq!(calibrated.config, Configuration::Calibrated);
+        for g in [&uncalibrated, &calibrated] {
+            let correct = g.inliers.iter().filter(|(i, _)| s.truth[*i as usize]).count();
+            let truth = s.truth.iter().filter(|t| **t).count();
+            assert!(correct as f64 > 0.95 * truth as f64 && g.inliers.len() - correct < 10, "{correct} of {truth}, {}", g.inliers.len());
+        }
+        assert_eq!(verify(&a, &b, &matches[..10], None, &ransac, 15).config, Configuration::Degenerate);
+    }
+}

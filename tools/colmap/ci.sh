@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# CI check of `strek colmap` with a real client: a database of the TUM frames from strek features and matches,
+# then pycolmap's incremental mapper on it; fails when too few images register or the reprojection error is high.
+# Skipped (with a message) where the shared data is missing. About a minute on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+frames=../shared/data/eval/sequences/tum-fr3-office
+if [ ! -d "$frames" ]; then
+    echo "skipped: $frames not found"
+    exit 0
+fi
+python3 -m pip install --quiet -r tools/colmap/requirements.txt
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# TUM fr3 intrinsics (strek's pixel convention; strek adds 0.5 for COLMAP)
+cargo run --release --quiet -- colmap "$frames" -o "$work/database.db" --camera pinhole:535.4,539.2,320.1,247.6
+# 17 frames: at least 12 registered in one model, sub-2-px mean reprojection error, a few hundred points
+python3 tools/colmap/reconstruct.py "$work/database.db" "$frames" --label strek \
+    --min-registered 12 --max-reprojection 2.0 --min-points 300
