@@ -26,6 +26,7 @@ pub mod image_io;
 pub mod model;
 pub mod ops;
 pub mod rng;
+pub mod solve;
 pub mod track;
 pub mod weights;
 

@@ -172,7 +172,7 @@ impl Database {
 
     /// Descriptors as `rows x dim` bytes, row-major.
     pub fn add_descriptors(&self, image_id: i64, dim: usize, data: &[u8]) -> Result<()> {
-        let rows = if dim == 0 { 0 } else { data.len() / dim };
+        let rows = data.len().checked_div(dim).unwrap_or(0);
         self.connection()
             .execute(
                 "INSERT INTO descriptors (image_id, rows, cols, data) VALUES (?1, ?2, ?3, ?4)",

@@ -5,6 +5,7 @@
 //! A homography is right only for a plane or a pure rotation; the frames of a moving camera in a room need this.
 
 use crate::rng::Rng;
+use crate::solve::{iterations_needed, symmetric_eigen};
 
 /// A row-major 3x3 matrix.
 pub type Mat3 = [[f64; 3]; 3];
@@ -72,27 +73,11 @@ pub fn inverse_calibration(k: &Mat3) -> Mat3 {
     [[1.0 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], [0.0, 1.0 / fy, -cy / fy], [0.0, 0.0, 1.0]]
 }
 
-/// Iterations needed to draw one all-inlier sample of 8 with probability `confidence` when a share `inlier_ratio`
-/// of the correspondences are inliers. `ln_1p` keeps it right when `inlier_ratio^8` is below the f64 resolution of
-/// 1 (a ratio under about 1%), where `ln(1 - p)` would be 0 and the count collapse to 1.
-fn iterations_needed(inlier_ratio: f64, confidence: f64) -> f64 {
-    let all_inliers = inlier_ratio.clamp(0.0, 1.0).powi(SAMPLE as i32);
-    if all_inliers >= 1.0 {
-        return 1.0;
-    }
-    if all_inliers <= 0.0 {
-        return f64::INFINITY;
-    }
-    ((1.0 - confidence).ln() / (-all_inliers).ln_1p()).ceil().max(1.0)
-}
+/// Maps correspondences (8 or more) to a fundamental matrix.
+type Fit<'a> = &'a dyn Fn(&[[f64; 2]], &[[f64; 2]]) -> Option<Mat3>;
 
-/// RANSAC around `fit`, which maps correspondences (8 or more) to a fundamental matrix.
-fn robust(
-    from: &[[f64; 2]],
-    to: &[[f64; 2]],
-    settings: &Ransac,
-    fit: &dyn Fn(&[[f64; 2]], &[[f64; 2]]) -> Option<Mat3>,
-) -> Option<Estimate> {
+/// RANSAC around `fit`.
+fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, fit: Fit) -> Option<Estimate> {
     let n = from.len();
     if n < SAMPLE || to.len() != n {
         return None;
@@ -113,7 +98,7 @@ fn robust(
         let support = (0..n).filter(|&i| sampson_distance(&f, from[i], to[i]) <= settings.threshold).count();
         if best.as_ref().is_none_or(|(c, _)| support > *c) {
             best = Some((support, f));
-            needed = iterations_needed(support as f64 / n as f64, settings.confidence);
+            needed = iterations_needed(support as f64 / n as f64, SAMPLE as i32, settings.confidence);
         }
     }
     let (_, mut f) = best?;
@@ -325,49 +310,6 @@ fn apply(m: &Mat3, v: [f64; 3]) -> [f64; 3] {
     std::array::from_fn(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
 }
 
-/// Eigenvalues and eigenvectors (as columns) of a symmetric N x N matrix by cyclic Jacobi rotations: exact to
-/// rounding and a few microseconds at these sizes (9 and 3).
-fn symmetric_eigen<const N: usize>(mut a: [[f64; N]; N]) -> ([f64; N], [[f64; N]; N]) {
-    let mut v = [[0.0; N]; N];
-    for (i, row) in v.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..N).flat_map(|i| (0..N).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
-        let diag: f64 = (0..N).map(|i| a[i][i] * a[i][i]).sum();
-        if off <= 1e-30 * diag.max(1e-300) {
-            break;
-        }
-        for p in 0..N {
-            for q in p + 1..N {
-                if a[p][q].abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
-                let t = if theta == 0.0 { 1.0 } else { theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt()) };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for row in a.iter_mut() {
-                    let (akp, akq) = (row[p], row[q]);
-                    row[p] = c * akp - s * akq;
-                    row[q] = s * akp + c * akq;
-                }
-                for k in 0..N {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
-                for row in v.iter_mut() {
-                    let (vkp, vkq) = (row[p], row[q]);
-                    row[p] = c * vkp - s * vkq;
-                    row[q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    (std::array::from_fn(|i| a[i][i]), v)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -497,9 +439,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_poor_first_hypothesis_does_not_stop_the_search() {
-        assert!(iterations_needed(1.0 / 300.0, 0.999) > 1e15);
-        assert_eq!(iterations_needed(1.0, 0.999), 1.0);
-        assert!((iterations_needed(0.5, 0.99) - 1177.0).abs() <= 1.0);
+        assert!(iterations_needed(1.0 / 300.0, SAMPLE as i32, 0.999) > 1e15);
+        assert_eq!(iterations_needed(1.0, SAMPLE as i32, 0.999), 1.0);
+        assert!((iterations_needed(0.5, SAMPLE as i32, 0.99) - 1177.0).abs() <= 1.0);
     }
 
     #[test]

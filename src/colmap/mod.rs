@@ -282,7 +282,8 @@ pub fn build(
 
     // Extraction, a batch at a time; decoding in parallel on the CPU.
     let start = Instant::now();
-    let mut images: Vec<(i64, [u32; 2], Features, Vec<[f32; 6]>)> = Vec::new();
+    // per image written: its id, features, and keypoints in COLMAP's layout (what verification works on)
+    let mut images: Vec<(i64, Features, Vec<[f32; 6]>)> = Vec::new();
     let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
     for chunk in inputs.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open(&input.path)).collect();
@@ -318,7 +319,7 @@ pub fn build(
             db.add_keypoints(image_id, &rows)?;
             db.add_descriptors(image_id, features.dim, &descriptor_bytes(&features))?;
             summary.keypoints += features.len();
-            images.push((image_id, size, features, rows));
+            images.push((image_id, features, rows));
         }
     }
     summary.images = images.len();
@@ -331,7 +332,7 @@ pub fn build(
     // Matching: one GPU submission per pair on the GPU; pairs spread over CPU threads otherwise.
     let start = Instant::now();
     let pairs = options.pairs.list(images.len());
-    let match_pair = |&(i, j): &(usize, usize)| matcher.mutual_nearest(&images[i].2, &images[j].2, options.ratio);
+    let match_pair = |&(i, j): &(usize, usize)| matcher.mutual_nearest(&images[i].1, &images[j].1, options.ratio);
     let matched: Vec<Vec<(usize, usize)>> = match matcher {
         Matcher::Gpu(_) => pairs.iter().map(match_pair).collect::<Result<_>>()?,
         Matcher::Cpu => pairs.par_iter().map(match_pair).collect::<Result<_>>()?,
@@ -348,7 +349,7 @@ pub fn build(
         .map(|(k, (&(i, j), matches))| {
             let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add(k as u64), ..options.ransac };
             let k = calibration.as_ref().map(|k| (k, k));
-            verify(&images[i].3, &images[j].3, matches, k, &ransac, options.min_inliers)
+            verify(&images[i].2, &images[j].2, matches, k, &ransac, options.min_inliers)
         })
         .collect();
     summary.verify_seconds = start.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 
 use crate::geometry::Homography;
 use crate::rng::Rng;
+use crate::solve::symmetric_eigen;
 
 /// RANSAC settings. The defaults are the evaluation protocol's (3 px).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,18 +39,7 @@ impl Estimate {
     }
 }
 
-/// Iterations needed to draw one all-inlier sample of `sample` points with probability `confidence` when a share
-/// `inlier_ratio` of the correspondences are inliers.
-pub fn iterations_needed(inlier_ratio: f64, sample: i32, confidence: f64) -> f64 {
-    let all_inliers = inlier_ratio.clamp(0.0, 1.0).powi(sample);
-    if all_inliers >= 1.0 {
-        return 1.0;
-    }
-    if all_inliers <= 0.0 {
-        return f64::INFINITY;
-    }
-    ((1.0 - confidence).ln() / (1.0 - all_inliers).ln()).ceil().max(1.0)
-}
+pub use crate::solve::iterations_needed;
 
 /// Robust homography from correspondences `(x, y) -> (x', y')`: RANSAC on minimal samples of 4, the number of
 /// iterations shrinking as better hypotheses appear, then DLT refits on the inliers until the inlier set is stable.
@@ -199,50 +189,6 @@ pub fn multiply(a: &Homography, b: &Homography) -> Homography {
         }
     }
     Homography(m)
-}
-
-/// Eigenvalues and eigenvectors (as columns) of a symmetric 9x9 matrix by cyclic Jacobi rotations: slow in theory,
-/// exact to rounding and a few microseconds at this size.
-fn symmetric_eigen(mut a: [[f64; 9]; 9]) -> ([f64; 9], [[f64; 9]; 9]) {
-    let mut v = [[0.0; 9]; 9];
-    for (i, row) in v.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..9).flat_map(|i| (0..9).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
-        let diag: f64 = (0..9).map(|i| a[i][i] * a[i][i]).sum();
-        if off <= 1e-30 * diag.max(1e-300) {
-            break;
-        }
-        for p in 0..9 {
-            for q in p + 1..9 {
-                if a[p][q].abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..9 {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
-                }
-                for k in 0..9 {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
-                for row in v.iter_mut() {
-                    let (vkp, vkq) = (row[p], row[q]);
-                    row[p] = c * vkp - s * vkq;
-                    row[q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    (std::array::from_fn(|i| a[i][i]), v)
 }
 
 #[cfg(test)]
