@@ -73,10 +73,11 @@ fn time(args: &[String]) {
             .map(|((name, _), t)| format!("\"{name}\": {:.6}", median(t)))
             .collect();
         println!(
-            "{{\"size\": [{w}, {h}], \"device\": \"{}\", \"iters\": {iters}, \"total\": {:.6}, \"stages\": {{{}}}, \"detector_macs\": {detector_macs:.0}, \"descriptor_macs\": {descriptor_macs:.0}}}",
+            "{{\"size\": [{w}, {h}], \"device\": \"{}\", \"iters\": {iters}, \"total\": {:.6}, \"stages\": {{{}}}, \"detector_macs\": {detector_macs:.0}, \"descriptor_macs\": {descriptor_macs:.0}, \"pooled_bytes\": {}}}",
             cpu.describe(),
             median(&mut totals),
-            stage_json.join(", ")
+            stage_json.join(", "),
+            cpu.pooled_bytes()
         );
     }
 }

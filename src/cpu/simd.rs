@@ -283,6 +283,7 @@ unsafe fn row_tiles<V: Lanes, const NV: usize, const PX: usize, const CS: usize,
 /// One input row under the tile: its k * in_cs inputs per position against filter row `w0` (output row 0, when
 /// `A`) and `w1` (output row 1, when `B`).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // px and v index both row tiles at once
 unsafe fn step<V: Lanes, const NV: usize, const PX: usize, const CS: usize, const A: bool, const B: bool>(
     g: &ConvGeom,
     src: *const f32,
