@@ -237,7 +237,7 @@ fn cpu_extraction_matches_the_reference_pipeline() {
         let want = extract_reference(&weights, &image, 200);
         assert!(want.len() > 20, "the scene gives keypoints");
         for kernel in Kernel::available() {
-            let mut cpu = CpuExtractor::new(&weights, strek::Config { max_keypoints: Some(200) }).unwrap().with_kernel(kernel);
+            let mut cpu = CpuExtractor::new(&weights, strek::Config { max_keypoints: Some(200) }).unwrap().with_kernel(kernel).unwrap();
             let got = cpu.extract(&image).unwrap();
             assert_same_features(&format!("{w}x{h} {kernel:?}"), &got, &want);
             for i in 0..got.len() {

@@ -11,6 +11,10 @@ cargo run --release --quiet -- info
 echo "== rust tests"
 cargo test --release -- --test-threads 2
 
+echo "== benchmarks, CI-sized (software adapter and CPU: not GPU times)"
+cargo run --release --quiet -- bench --device gpu --sizes 96x72 --batch 1,2 --warmup 1 --reps 2
+cargo run --release --quiet -- bench --device cpu --sizes 160x120 --batch 1 --warmup 1 --reps 3
+
 echo "== embedding example (renders with wgpu, extracts from the texture on the same device)"
 cargo run --release --quiet --example embed
 

@@ -43,6 +43,12 @@ impl Kernel {
         kernels
     }
 
+    /// Whether this CPU has the instructions the kernel needs (running it elsewhere would be undefined behaviour, so
+    /// `conv` checks).
+    pub fn is_available(self) -> bool {
+        Self::available().contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Avx512 => "AVX-512",
@@ -170,6 +176,7 @@ fn run_bands(g: &ConvGeom, rows: usize, input: &[f32], layer: &PackedConv, out: 
     // The last position reads (k-1) rows and k-1+MAX_PX pixels further; writes stay inside `out`.
     assert!(input.len() >= (total + g.in_base + (g.k - 1) * (g.pitch + 1) + MAX_PX) * g.in_cs, "input too short");
     assert!(out.len() >= (total + g.out_base) * g.out_cs, "output too short");
+    assert!(kernel.is_available(), "the {} kernel needs instructions this CPU lacks", kernel.name());
     let kernel = if g.out_cs > DIRECT_MAX_OUT { Kernel::Gemm } else { kernel };
     let band = band_rows(rows, g.pitch);
     let dst = Shared(out.as_mut_ptr());

@@ -64,10 +64,14 @@ impl CpuExtractor {
         })
     }
 
-    /// Runs the narrow layers with another kernel (tests and benchmarks compare them).
-    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+    /// Runs the narrow layers with another kernel (tests and benchmarks compare them); one this CPU cannot run is
+    /// an error.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self> {
+        if !kernel.is_available() {
+            return Err(Error::Invalid(format!("the {} kernel needs instructions this CPU lacks", kernel.name())));
+        }
         self.kernel = kernel;
-        self
+        Ok(self)
     }
 
     pub fn kernel(&self) -> Kernel {
