@@ -23,6 +23,7 @@ pub struct ConvGeom {
 }
 
 /// A vector of f32 lanes. Methods are always inlined into a function compiled with the matching target features.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the direct kernels are x86-only; elsewhere the GEMM path runs
 trait Lanes: Copy {
     const N: usize;
     unsafe fn zero() -> Self;
@@ -213,6 +214,7 @@ pub const MAX_PX: usize = 14;
 /// rows as tiles of PX1. `CS` is `in_cs` known at compile time (0: read it from `g`): the position offsets then
 /// fold into the instructions' displacements instead of taking integer ops beside the FMAs.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 unsafe fn direct_rows<V: Lanes, const NV: usize, const PX1: usize, const PX2: usize, const CS: usize>(
     g: &ConvGeom,
     input: *const f32,
@@ -237,6 +239,7 @@ unsafe fn direct_rows<V: Lanes, const NV: usize, const PX1: usize, const PX2: us
 
 /// Output row `r` (and `r + 1` when `TWO`), PX positions at a time.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 unsafe fn row_tiles<V: Lanes, const NV: usize, const PX: usize, const CS: usize, const TWO: bool>(
     g: &ConvGeom,
     input: *const f32,
@@ -284,6 +287,7 @@ unsafe fn row_tiles<V: Lanes, const NV: usize, const PX: usize, const CS: usize,
 /// `A`) and `w1` (output row 1, when `B`).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // px and v index both row tiles at once
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 unsafe fn step<V: Lanes, const NV: usize, const PX: usize, const CS: usize, const A: bool, const B: bool>(
     g: &ConvGeom,
     src: *const f32,
