@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use std::f32::consts::{FRAC_PI_2, TAU};
+use std::f32::consts::FRAC_PI_2;
 use strek::demo::scene;
 use strek::geometry::rotate_image;
 use strek::model::detector::DetectorGpu;
@@ -37,11 +37,6 @@ fn gpu_heatmaps(weights: &Weights, level: &Map) -> (Map, Map) {
     let dispatches = detector.encode_level(gpu, &upload(level), (w, h), &ping, &pong, &score, &orientation, 0);
     gpu.run(&dispatches).unwrap();
     (download(&score, 1, hh, hw), download(&orientation, 1, hh, hw))
-}
-
-fn angle_diff(a: f32, b: f32) -> f32 {
-    let d = (a - b).rem_euclid(TAU);
-    d.min(TAU - d)
 }
 
 #[test]

@@ -94,12 +94,6 @@ fn conv2d_matches_reference() {
     }
 }
 
-/// Angles compared on the circle.
-fn angle_diff(a: f32, b: f32) -> f32 {
-    let d = (a - b).rem_euclid(std::f32::consts::TAU);
-    d.min(std::f32::consts::TAU - d)
-}
-
 #[test]
 fn fused_last_layer_with_orientation_pooling_matches_reference() {
     let gpu = gpu();

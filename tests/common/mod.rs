@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use strek::ops::Map;
 use strek::rng::Rng;
-use strek::{Gpu, GpuOptions};
+use strek::{Features, Gpu, GpuOptions, ModelConfig};
 
 /// The adapter the tests run on. No adapter is a failure, not a skip: CI installs Mesa's lavapipe.
 pub fn gpu() -> &'static Gpu {
@@ -58,4 +58,46 @@ pub fn rot90_map(m: &Map) -> Map {
         }
     }
     out
+}
+
+/// Difference of two angles on the circle.
+pub fn angle_diff(a: f32, b: f32) -> f32 {
+    let d = (a - b).rem_euclid(std::f32::consts::TAU);
+    d.min(std::f32::consts::TAU - d)
+}
+
+/// The default model with a pyramid that keeps two levels on test-sized images.
+pub fn two_level_config() -> ModelConfig {
+    let mut config = ModelConfig::default_s_trek();
+    config.inference.min_level_side = 40;
+    config
+}
+
+/// Keypoints that the two share (same position within 1e-3 px), with their scores (1e-4 relative), orientations
+/// (1e-2 rad), scales (equal) and descriptors (cosine > 0.9999) compared; returns how many were shared.
+pub fn shared_keypoints(got: &Features, want: &Features) -> usize {
+    let mut shared = 0;
+    for i in 0..want.len() {
+        let Some(j) = (0..got.len()).find(|&j| {
+            (got.keypoints[j][0] - want.keypoints[i][0]).abs() < 1e-3 && (got.keypoints[j][1] - want.keypoints[i][1]).abs() < 1e-3
+        }) else {
+            continue;
+        };
+        shared += 1;
+        assert!((got.scores[j] - want.scores[i]).abs() <= 1e-4 * want.scores[i].abs().max(1.0), "score of keypoint {i}");
+        assert!(angle_diff(got.orientations[j], want.orientations[i]) < 1e-2, "orientation of keypoint {i}");
+        assert_eq!(got.scales[j], want.scales[i]);
+        let dot: f32 = got.descriptor(j).iter().zip(want.descriptor(i)).map(|(a, b)| a * b).sum();
+        assert!(dot > 0.9999, "descriptor of keypoint {i}: cosine {dot}");
+    }
+    shared
+}
+
+/// Same count and size, >= 97 % shared keypoints (rounding may reorder near-equal scores at the top-k cut), sorted.
+pub fn assert_same_features(what: &str, got: &Features, want: &Features) {
+    assert_eq!(got.len(), want.len(), "{what}: keypoint count");
+    assert_eq!(got.image_size, want.image_size);
+    let shared = shared_keypoints(got, want);
+    assert!(shared as f32 >= 0.97 * want.len() as f32, "{what}: {shared} of {} keypoints shared", want.len());
+    assert!(got.scores.windows(2).all(|p| p[0] >= p[1]), "{what}: sorted by score");
 }
