@@ -125,7 +125,7 @@ fn main() {
     let gpu = Gpu::from_device(device.clone(), queue.clone(), &adapter.get_info());
     let weights = Weights::load(std::path::Path::new(strek::DEFAULT_WEIGHTS))
         .unwrap_or_else(|_| Weights::random(&ModelConfig::default_s_trek(), 1));
-    let mut extractor = Extractor::new(&gpu, &weights, strek::Config { max_keypoints: Some(300) }).expect("extractor");
+    let mut extractor = Extractor::new(&gpu, &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).expect("extractor");
     let a = extractor.extract_texture(&upright).expect("extraction from the first frame");
     let b = extractor.extract_texture(&turned).expect("extraction from the second frame");
     let c = (SIZE as f64 - 1.0) / 2.0;

@@ -18,6 +18,11 @@ pub trait Extract {
         Ok(self.extract_batch(std::slice::from_ref(image))?.remove(0))
     }
 
+    /// The size an image of `size` is extracted at (a GPU shrinks images over its buffer limits).
+    fn working_size(&self, size: (u32, u32)) -> Result<(u32, u32)> {
+        Ok(size)
+    }
+
     /// What runs the extraction, for reports ("GPU: <adapter>" or "CPU: <threads>").
     fn describe(&self) -> String;
 
@@ -31,6 +36,10 @@ pub trait Extract {
 impl Extract for Extractor {
     fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
         Extractor::extract_batch(self, images)
+    }
+
+    fn working_size(&self, size: (u32, u32)) -> Result<(u32, u32)> {
+        Extractor::working_size(self, size)
     }
 
     fn describe(&self) -> String {

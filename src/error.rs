@@ -18,7 +18,7 @@ pub enum Error {
     Config(String),
     #[error("image {path}: {reason}")]
     Image { path: PathBuf, reason: String },
-    #[error("image of {width}x{height} needs a {what} buffer of {bytes} bytes, over this adapter's limit of {limit}; downscale it (for example --max-side)")]
+    #[error("image of {width}x{height} needs a {what} buffer of {bytes} bytes, over this adapter's limit of {limit}; downscale it or let strek do it (Oversize::Downscale, the default)")]
     TooLarge { width: u32, height: u32, what: &'static str, bytes: u64, limit: u64 },
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -29,12 +29,27 @@ const SAMPLING: usize = 4;
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub max_keypoints: Option<usize>,
+    pub oversize: Oversize,
+}
+
+/// What happens to an image whose buffers would exceed the adapter's limits (`Extractor::working_size`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Oversize {
+    /// Extract from the image shrunk (triangle filter, aspect kept) to the largest size whose buffers fit;
+    /// keypoints and scales come back in the original image's pixels. The pyramid then starts at the shrunk size,
+    /// so detail finer than the shrunk pixel is lost; we chose this over tiling because the pyramid's coarse levels
+    /// and the descriptor need the whole image, and tiles would need overlaps of the receptive field at every level.
+    #[default]
+    Downscale,
+    /// Fail with `Error::TooLarge`.
+    Refuse,
 }
 
 pub struct Extractor {
     gpu: Gpu,
     config: ModelConfig,
     max_keypoints: usize,
+    oversize: Oversize,
     detector: DetectorGpu,
     descriptor: DescriptorGpu,
     /// Plans by image size; a batch with several images of one size uses several.
@@ -125,6 +140,7 @@ impl Extractor {
             descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config),
             config,
             max_keypoints,
+            oversize: options.oversize,
             plans: HashMap::new(),
             timer: StageTimer::new(gpu),
             stage_times: Vec::new(),
@@ -150,10 +166,55 @@ impl Extractor {
         Ok(self.extract_batch(std::slice::from_ref(image))?.remove(0))
     }
 
-    /// Extracts every image with one submission to the GPU.
+    /// Extracts every image with one submission to the GPU. Images over the adapter's limits are shrunk first or
+    /// refused, as `Config::oversize` says.
     pub fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
-        let inputs: Vec<Input> = images.iter().map(Input::Image).collect();
-        self.run(&inputs)
+        let mut shrunk = Vec::with_capacity(images.len());
+        for image in images {
+            let size = self.working_size((image.width, image.height))?;
+            shrunk.push((size != (image.width, image.height)).then(|| image.resized(size.0, size.1)));
+        }
+        let inputs: Vec<Input> =
+            images.iter().zip(&shrunk).map(|(image, small)| Input::Image(small.as_ref().unwrap_or(image))).collect();
+        let mut results = self.run(&inputs)?;
+        for ((features, image), small) in results.iter_mut().zip(images).zip(&shrunk) {
+            if small.is_some() {
+                features.rescale_to([image.width, image.height]);
+            }
+        }
+        Ok(results)
+    }
+
+    /// The size an image of `size` is extracted at: its own when every buffer fits the adapter's limits, else the
+    /// largest size of the same aspect that fits (`Oversize::Downscale`) or `Error::TooLarge` (`Oversize::Refuse`).
+    pub fn working_size(&self, (w, h): (u32, u32)) -> Result<(u32, u32)> {
+        let refusal = match self.check_fits((w, h)) {
+            Ok(()) => return Ok((w, h)),
+            Err(e) => e,
+        };
+        let Error::TooLarge { bytes, limit, .. } = refusal else { return Err(refusal) };
+        if self.oversize == Oversize::Refuse {
+            return Err(refusal);
+        }
+        // buffers grow with the pixel count: start from the area ratio and shrink by 2 % until everything fits
+        let mut s = (limit as f64 / bytes as f64).sqrt();
+        loop {
+            let size = (((w as f64 * s) as u32).max(1), ((h as f64 * s) as u32).max(1));
+            if self.check_fits(size).is_ok() {
+                return Ok(size);
+            }
+            if size == (1, 1) {
+                return Err(refusal);
+            }
+            s *= 0.98;
+        }
+    }
+
+    fn check_fits(&self, (w, h): (u32, u32)) -> Result<()> {
+        let gpu = &self.gpu;
+        gpu.check_size("input", 8 * w as u64 * h as u64, w, h)?;
+        gpu.check_size("detector activation", 4 * self.detector.scratch_len(w, h), w, h)?;
+        gpu.check_size("descriptor activation", self.descriptor.largest_buffer(w, h), w, h)
     }
 
     /// Extracts from a texture the host application rendered, without a round trip through the CPU. The texture
@@ -249,9 +310,7 @@ impl Extractor {
             staging.push((&t.staging, 8 * StageTimer::COUNT as u64));
         }
         // wait for the GPU first, so that "readback" is the host's share (mapping and copying) alone
-        gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        gpu.wait(Some(index))?;
         let readback_start = Instant::now();
         let mut bytes = gpu.read_staging(&staging)?;
         self.stage_times = vec![("upload", upload)];
@@ -278,9 +337,7 @@ impl Extractor {
         let levels = pyramid(&self.config, w, h);
         let pixels = w as u64 * h as u64;
         let heat: u64 = levels.iter().map(|l| l.geom.hw as u64 * l.geom.hh as u64).sum();
-        gpu.check_size("input", 8 * pixels, w, h)?;
-        gpu.check_size("detector activation", 4 * self.detector.scratch_len(w, h), w, h)?;
-        gpu.check_size("descriptor activation", self.descriptor.largest_buffer(w, h), w, h)?;
+        self.check_fits((w, h))?;
         let raw = gpu.storage("raw image", 8 * pixels);
         let gray = gpu.storage("gray", 4 * pixels);
         let ping = gpu.storage("detector ping", 4 * self.detector.scratch_len(w, h));

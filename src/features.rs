@@ -47,6 +47,20 @@ impl Features {
     }
 
     /// Keeps the first `k` (the best, as features are sorted by score).
+    /// Re-expresses features found in a resampled copy of an image (of `self.image_size`) in the pixels of the
+    /// image itself (of `image_size`): pixel centres map as x = (x' + 0.5) * W / w - 0.5, scales by sqrt(sx * sy).
+    pub fn rescale_to(&mut self, image_size: [u32; 2]) {
+        let sx = image_size[0] as f32 / self.image_size[0] as f32;
+        let sy = image_size[1] as f32 / self.image_size[1] as f32;
+        for [x, y] in &mut self.keypoints {
+            *x = (*x + 0.5) * sx - 0.5;
+            *y = (*y + 0.5) * sy - 0.5;
+        }
+        let s = (sx * sy).sqrt();
+        self.scales.iter_mut().for_each(|v| *v *= s);
+        self.image_size = image_size;
+    }
+
     pub fn truncate(&mut self, k: usize) {
         let k = k.min(self.len());
         self.keypoints.truncate(k);

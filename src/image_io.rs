@@ -81,6 +81,29 @@ impl Image {
         }
     }
 
+    /// The image resampled to `width` x `height` with the antialiasing triangle filter (pixel centres map as
+    /// x' = (x + 0.5) * width / self.width - 0.5).
+    pub fn resized(&self, width: u32, height: u32) -> Image {
+        Image::from_dynamic(self.to_dynamic().resize_exact(width, height, image::imageops::FilterType::Triangle))
+    }
+
+    /// The image crate's view of the image (for resizing and writing).
+    pub fn to_dynamic(&self) -> image::DynamicImage {
+        use image::{DynamicImage as D, ImageBuffer};
+        let (w, h) = (self.width, self.height);
+        let bad = "sample count matches the image size";
+        match (&self.samples, self.channels) {
+            (Samples::U8(v), 1) => D::ImageLuma8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U8(v), 2) => D::ImageLumaA8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U8(v), 3) => D::ImageRgb8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U8(v), _) => D::ImageRgba8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U16(v), 1) => D::ImageLuma16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U16(v), 2) => D::ImageLumaA16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U16(v), 3) => D::ImageRgb16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+            (Samples::U16(v), _) => D::ImageRgba16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        }
+    }
+
     /// Samples packed little-endian into 32-bit words, as the preprocessing kernel reads them.
     pub fn packed_words(&self) -> Vec<u8> {
         let mut bytes = match &self.samples {

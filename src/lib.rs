@@ -34,7 +34,7 @@ pub use backend::{Device, Extract};
 pub use config::ModelConfig;
 pub use cpu::CpuExtractor;
 pub use error::{Error, Result};
-pub use extractor::{Config, Extractor};
+pub use extractor::{Config, Extractor, Oversize};
 pub use features::Features;
 pub use gpu::{Gpu, GpuOptions};
 pub use image_io::Image;

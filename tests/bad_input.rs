@@ -61,19 +61,65 @@ fn empty_and_tiny_images_give_an_error_or_no_keypoints() {
     assert!(f.len() <= 1);
 }
 
+/// A device whose buffers may not exceed 1 MiB, so that a 256x192 image is over its limits.
+fn small_device() -> strek::Gpu {
+    let options = strek::GpuOptions { max_buffer_bytes: Some(1 << 20), ..Default::default() };
+    strek::Gpu::new(&options).expect("an adapter")
+}
+
 #[test]
-fn images_over_the_adapter_limits_are_refused_with_a_clear_error() {
+fn images_over_the_adapter_limits_are_shrunk_to_fit_and_features_come_back_in_original_pixels() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
-    let mut extractor = Extractor::new(gpu(), &weights, Default::default()).unwrap();
-    let limit = gpu().limits.max_storage_buffer_binding_size as u64;
-    // 16 detector channels of f32 must exceed the binding limit
-    let side = ((limit / 64) as f64).sqrt() as u32 + 64;
-    let huge = Image::gray8(side, side, vec![0; (side as usize) * (side as usize)]);
-    let err = extractor.extract(&huge).unwrap_err();
+    let image = scene(256, 192, 3);
+    let mut extractor = Extractor::new(&small_device(), &weights, Default::default()).unwrap();
+    let (w, h) = extractor.working_size((256, 192)).unwrap();
+    assert!(w < 256 && h < 192 && w > 64, "shrunk to {w}x{h}");
+    assert!((w as f64 / h as f64 - 256.0 / 192.0).abs() < 0.02, "aspect kept: {w}x{h}");
+    assert!(extractor.working_size((w + 8, h + 6)).unwrap() != (w + 8, h + 6), "{w}x{h} is the largest that fits");
+    let features = extractor.extract(&image).unwrap();
+    assert_eq!(features.image_size, [256, 192]);
+    assert!(features.len() > 20);
+
+    // the same as extracting the shrunk image on an unrestricted device, mapped back to the original pixels
+    let mut plain = Extractor::new(gpu(), &weights, Default::default()).unwrap();
+    let small = plain.extract(&image.resized(w, h)).unwrap();
+    let (sx, sy) = (256.0 / w as f32, 192.0 / h as f32);
+    assert_eq!(small.len(), features.len());
+    for i in 0..small.len() {
+        let [x, y] = small.keypoints[i];
+        let expected = [(x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5];
+        let [u, v] = features.keypoints[i];
+        assert!((u - expected[0]).abs() < 1e-3 && (v - expected[1]).abs() < 1e-3, "{:?} vs {expected:?}", [u, v]);
+        assert!((features.scales[i] - small.scales[i] * (sx * sy).sqrt()).abs() < 1e-4);
+        assert!((-0.5..255.5).contains(&u) && (-0.5..191.5).contains(&v));
+    }
+    assert_eq!(features.descriptors, small.descriptors);
+}
+
+#[test]
+fn images_over_the_adapter_limits_are_refused_with_a_clear_error_when_asked() {
+    let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
+    let config = strek::Config { oversize: strek::Oversize::Refuse, ..Default::default() };
+    let mut extractor = Extractor::new(&small_device(), &weights, config).unwrap();
+    let err = extractor.extract(&scene(256, 192, 3)).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
-    assert!(err.to_string().contains("downscale"), "{err}");
+    assert!(err.to_string().contains("256x192") && err.to_string().contains("limit"), "{err}");
     // the extractor still works afterwards
     assert!(extractor.extract(&scene(64, 48, 1)).is_ok());
+}
+
+#[test]
+fn a_lost_device_gives_an_error_not_a_panic() {
+    let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
+    let gpu = strek::Gpu::new(&Default::default()).expect("an adapter");
+    let mut extractor = Extractor::new(&gpu, &weights, Default::default()).unwrap();
+    assert!(extractor.extract(&scene(64, 48, 1)).is_ok());
+    gpu.device.destroy();
+    for size in [(64, 48), (80, 60)] {
+        // a planned size and a new one (whose buffers are created on the lost device)
+        let err = extractor.extract(&scene(size.0, size.1, 1)).unwrap_err();
+        assert!(matches!(err, Error::DeviceLost(_) | Error::Gpu(_)), "{err}");
+    }
 }
 
 #[test]

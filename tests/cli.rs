@@ -101,3 +101,47 @@ fn a_folder_with_broken_files_gives_every_good_output_and_names_every_bad_file()
     assert!(stderr.contains("0 written") && stderr.contains("195 skipped") && stderr.contains("5 failed"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `strek ARGS` in a shell whose address space is capped at `kib`, so that the software adapter's memory
+/// allocations (its device memory is host memory) fail.
+fn strek_with_memory_cap(kib: u64, args: &str) -> std::process::Output {
+    let command = format!("ulimit -v {kib}; exec {} {args}", env!("CARGO_BIN_EXE_strek"));
+    Command::new("bash")
+        .args(["-c", &command])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("MALLOC_ARENA_MAX", "2")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn device_out_of_memory_is_an_error_with_a_message_not_a_crash() {
+    let dir = temp_dir("oom");
+    let mut rng = strek::rng::Rng::new(4);
+    let noise = |w: u32, h: u32, rng: &mut strek::rng::Rng| {
+        image::GrayImage::from_fn(w, h, |_, _| image::Luma([rng.below(256) as u8]))
+    };
+    noise(64, 64, &mut rng).save(dir.join("small.png")).unwrap();
+    noise(1800, 1400, &mut rng).save(dir.join("big.png")).unwrap();
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let run = |image: &str| {
+        let args = format!(
+            "--device gpu --weights {} extract {} -o {}",
+            weights.display(),
+            dir.join(image).display(),
+            dir.join("out").display()
+        );
+        strek_with_memory_cap(1_500_000, &args)
+    };
+    // the cap leaves room for a small image: the failure below is the big image's device memory
+    let small = run("small.png");
+    assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stderr));
+    let big = run("big.png");
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert_eq!(big.status.code(), Some(1), "a clean failure, not a crash or panic: {stderr}");
+    assert!(stderr.contains("big.png") && stderr.to_lowercase().contains("memory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir.join("out/small.npz").exists() && !dir.join("out/big.npz").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

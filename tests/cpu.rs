@@ -197,7 +197,7 @@ fn cpu_extraction_matches_the_reference_pipeline() {
         let want = extract_reference(&weights, &image, 200);
         assert!(want.len() > 20, "the scene gives keypoints");
         for kernel in Kernel::available() {
-            let mut cpu = CpuExtractor::new(&weights, strek::Config { max_keypoints: Some(200) }).unwrap().with_kernel(kernel).unwrap();
+            let mut cpu = CpuExtractor::new(&weights, strek::Config { max_keypoints: Some(200), ..Default::default() }).unwrap().with_kernel(kernel).unwrap();
             let got = cpu.extract(&image).unwrap();
             assert_same_features(&format!("{w}x{h} {kernel:?}"), &got, &want);
             for i in 0..got.len() {
@@ -214,7 +214,7 @@ fn cpu_and_gpu_paths_give_the_same_features() {
     for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config())] {
         let weights = Weights::random(&config, 5);
         let image = scene(w, h, 7);
-        let options = strek::Config { max_keypoints: Some(150) };
+        let options = strek::Config { max_keypoints: Some(150), ..Default::default() };
         let on_gpu = Extractor::new(gpu, &weights, options.clone()).unwrap().extract(&image).unwrap();
         let on_cpu = CpuExtractor::new(&weights, options).unwrap().extract(&image).unwrap();
         assert!(on_gpu.len() > 20);

@@ -13,7 +13,7 @@ fn gpu_extraction_matches_the_reference_pipeline() {
     for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config())] {
         let weights = Weights::random(&config, 21);
         let image = scene(w, h, 4);
-        let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(200) }).unwrap();
+        let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(200), ..Default::default() }).unwrap();
         let got = extractor.extract(&image).unwrap();
         let want = extract_reference(&weights, &image, 200);
         assert!(want.len() > 20, "the scene gives keypoints");

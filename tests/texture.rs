@@ -32,7 +32,7 @@ fn rgba_texture(image: &Image, format: wgpu::TextureFormat) -> wgpu::Texture {
 #[test]
 fn texture_input_gives_the_features_of_image_input() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 4);
-    let mut extractor = Extractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(300) }).unwrap();
+    let mut extractor = Extractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).unwrap();
     let image = scene(97, 75, 6);
     let from_image = extractor.extract(&image).unwrap();
     let from_texture = extractor.extract_texture(&rgba_texture(&image, wgpu::TextureFormat::Rgba8Unorm)).unwrap();

@@ -110,8 +110,7 @@ pub fn images(base: &[Image], w: u32, h: u32, batch: usize) -> Vec<Image> {
             if (src.width, src.height) == (w, h) {
                 src.clone()
             } else {
-                let resized = super::dataset::to_dynamic(src).resize_exact(w, h, image::imageops::FilterType::Triangle);
-                Image::from_dynamic(resized)
+                src.resized(w, h)
             }
         })
         .collect()
@@ -172,6 +171,56 @@ pub fn measure(
         gflops,
         peak_memory_bytes: memory(),
     })
+}
+
+/// Memory after some number of consecutive extractions (`soak`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SoakReading {
+    pub extractions: usize,
+    pub seconds: f64,
+    /// Resident set of this process (Linux; a software adapter's device memory is in it too).
+    pub host_bytes: Option<u64>,
+    /// Device memory allocated, where the backend can tell.
+    pub device_bytes: Option<u64>,
+}
+
+/// Runs `count` consecutive single-image extractions cycling through `images` and reads memory `readings` times,
+/// evenly spaced, the first after one pass over `images` (when every size has its plan): a leak shows as growth
+/// between the first and the last reading.
+pub fn soak(
+    extractor: &mut dyn Extract,
+    images: &[Image],
+    count: usize,
+    readings: usize,
+    device_memory: impl Fn() -> Option<u64>,
+    mut on_reading: impl FnMut(&SoakReading),
+) -> Result<Vec<SoakReading>> {
+    let first = images.len().min(count);
+    let step = (count - first).div_ceil(readings.saturating_sub(1).max(1)).max(1);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for i in 0..count {
+        extractor.extract(&images[i % images.len()])?;
+        let done = i + 1;
+        if done == first || (done > first && ((done - first) % step == 0 || done == count)) {
+            let reading = SoakReading {
+                extractions: done,
+                seconds: start.elapsed().as_secs_f64(),
+                host_bytes: resident_bytes(),
+                device_bytes: device_memory(),
+            };
+            on_reading(&reading);
+            out.push(reading);
+        }
+    }
+    Ok(out)
+}
+
+/// This process's resident set size, from /proc (None elsewhere).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The two tables: end to end, then median milliseconds per stage with the achieved GFLOP/s.

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::geometry::Homography;
-use crate::image_io::{Image, Samples};
+use crate::image_io::Image;
 use std::path::{Path, PathBuf};
 
 const IMAGE_EXTENSIONS: &[&str] = &["ppm", "pgm", "png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
@@ -108,27 +108,10 @@ pub fn fit(image: &Image, max_side: Option<u32>) -> (Image, Homography) {
     let s = max_side as f64 / long as f64;
     let w = ((image.width as f64 * s).round() as u32).max(1);
     let h = ((image.height as f64 * s).round() as u32).max(1);
-    let resized = to_dynamic(image).resize_exact(w, h, image::imageops::FilterType::Triangle);
+    let resized = image.resized(w, h);
     let (sx, sy) = (w as f64 / image.width as f64, h as f64 / image.height as f64);
     let map = Homography([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]]);
-    (Image::from_dynamic(resized), map)
-}
-
-/// The image crate's view of an image (for resizing and writing).
-pub fn to_dynamic(image: &Image) -> image::DynamicImage {
-    use image::{DynamicImage as D, ImageBuffer};
-    let (w, h) = (image.width, image.height);
-    let bad = "sample count matches the image size";
-    match (&image.samples, image.channels) {
-        (Samples::U8(v), 1) => D::ImageLuma8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), 2) => D::ImageLumaA8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), 3) => D::ImageRgb8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), _) => D::ImageRgba8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 1) => D::ImageLuma16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 2) => D::ImageLumaA16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 3) => D::ImageRgb16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), _) => D::ImageRgba16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-    }
+    (resized, map)
 }
 
 /// Writes an image as PNG (8- or 16-bit, as it is).
@@ -136,7 +119,8 @@ pub fn write_png(image: &Image, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    to_dynamic(image)
+    image
+        .to_dynamic()
         .save_with_format(path, image::ImageFormat::Png)
         .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }

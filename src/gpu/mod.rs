@@ -20,6 +20,9 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     pub adapter: Option<String>,
     pub prefer_software: bool,
+    /// Caps the largest buffer (and storage binding) below the adapter's own limit, to stay within a memory share
+    /// or to see how strek behaves on a smaller device.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +134,12 @@ impl Gpu {
         })?;
         let summary = summarize(&adapter.get_info());
         let features = adapter.features() & OPTIONAL_FEATURES;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_buffer_bytes {
+            let cap = cap.max(1 << 16);
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("strek"),
             required_features: features,
@@ -287,11 +295,12 @@ impl Gpu {
         self.wait(Some(index))
     }
 
-    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        self.check_lost()
+    /// Waits for a submission (or all work); an error recorded earlier (out of memory, validation, a lost device)
+    /// is reported in preference to the wait's own failure, which is usually its consequence.
+    pub fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let waited = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+        self.check_lost()?;
+        waited.map(drop).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
     }
 
     /// Reports a lost device, or the first validation or out-of-memory error since the last check.

@@ -4,7 +4,7 @@
 use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strek::eval::bench::{images, measure, tables, Measurement, Settings};
+use strek::eval::bench::{images, measure, soak, tables, Measurement, Settings, SoakReading};
 use strek::{backend, Config, Device, Extractor, Gpu, Image, ModelConfig, Weights};
 
 /// Measure extraction speed: per-stage times, wall time, images/s, keypoints/s, GFLOP/s, memory.
@@ -34,6 +34,10 @@ pub struct Args {
     /// Write the results here (JSON).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of the speed table: this many consecutive single-image extractions cycling through --sizes, reading
+    /// host and device memory ten times; exits 1 if memory grew after the first pass (a leak).
+    #[arg(long, value_name = "N")]
+    soak: Option<usize>,
     /// Write the benchmark images as DIR/<W>x<H>/<i>.png (for tools/gpu's PyTorch comparison).
     #[arg(long)]
     save_images: Option<PathBuf>,
@@ -74,7 +78,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         None => (0..args.batch.iter().copied().max().unwrap_or(1)).map(|i| strek::demo::scene(640, 480, 1 + i as u64)).collect(),
     };
     let settings = Settings { sizes: sizes.clone(), batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };
-    let config = Config { max_keypoints: Some(args.k) };
+    let config = Config { max_keypoints: Some(args.k), ..Default::default() };
     let describe = match &gpu {
         Some(g) => format!("GPU: {}", g.adapter),
         None => backend::open(Device::Cpu, &common.gpu_options(), &weights, config.clone())?.describe(),
@@ -95,6 +99,10 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         None => "stages on the host clock",
     };
     eprintln!("{describe}\n{caution}\nweights: {}", weights.source);
+    if let Some(count) = args.soak {
+        let soak_images: Vec<Image> = sizes.iter().flat_map(|&(w, h)| images(&base, w, h, 1)).collect();
+        return soak_run(gpu.as_ref(), &common, &weights, config, &soak_images, count, &describe);
+    }
     let mut rows: Vec<Measurement> = Vec::new();
     for &(w, h) in &settings.sizes {
         for &batch in &settings.batches {
@@ -152,4 +160,44 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         eprintln!("results: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--soak N`: memory over N consecutive extractions.
+fn soak_run(
+    gpu: Option<&Gpu>,
+    common: &Common,
+    weights: &Weights,
+    config: Config,
+    images: &[Image],
+    count: usize,
+    describe: &str,
+) -> strek::Result<ExitCode> {
+    if count < images.len() {
+        return Err(strek::Error::Invalid(format!("--soak needs at least one extraction per size ({})", images.len())));
+    }
+    let mut extractor: Box<dyn strek::Extract> = match gpu {
+        Some(g) => Box::new(Extractor::new(g, weights, config)?),
+        None => backend::open(Device::Cpu, &common.gpu_options(), weights, config)?,
+    };
+    let device = || gpu.and_then(|g| g.device.generate_allocator_report()).map(|r| r.total_allocated_bytes);
+    let mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1 << 20) as f64));
+    println!("strek bench --soak {count} on {describe}: {} sizes in turn, batch 1", images.len());
+    println!("{:>12} {:>10} {:>10} {:>14} {:>16}", "extractions", "seconds", "images/s", "host RSS MiB", "device MiB");
+    let show = |r: &SoakReading| {
+        let rate = r.extractions as f64 / r.seconds;
+        println!("{:>12} {:>10.1} {:>10.1} {:>14} {:>16}", r.extractions, r.seconds, rate, mib(r.host_bytes), mib(r.device_bytes));
+    };
+    let readings = soak(extractor.as_mut(), images, count, 10, device, show)?;
+    let (first, last) = (&readings[0], &readings[readings.len() - 1]);
+    let growth = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b as i64 - a as i64);
+    let host = growth(first.host_bytes, last.host_bytes);
+    let device = growth(first.device_bytes, last.device_bytes);
+    let text = |g: Option<i64>| g.map_or("unknown".to_string(), |g| format!("{:+.2} MiB", g as f64 / (1 << 20) as f64));
+    println!("from extraction {} to {}: host {}, device {}", first.extractions, last.extractions, text(host), text(device));
+    // a leak of even 1 KiB per extraction shows over a few thousand; allocator noise stays under a few MiB
+    let leaked = device.is_some_and(|g| g != 0) || host.is_some_and(|g| g > 16 << 20);
+    if leaked {
+        println!("memory grew: a leak");
+    }
+    Ok(if leaked { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

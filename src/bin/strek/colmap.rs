@@ -82,7 +82,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     }
     let weights = common.weights()?;
     let (device, matcher) = open_matcher(common, args.matcher)?;
-    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints })?;
+    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
     let options = Options {
         pairs: args.pairs,

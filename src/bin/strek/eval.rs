@@ -78,7 +78,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let export_only = args.export_only;
     if (args.features.is_empty() && !export_only) || (args.engine && !export_only) {
         let weights = common.weights()?;
-        let extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: Some(args.k) })?;
+        let extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: Some(args.k), ..Default::default() })?;
         eprintln!("engine: {}; weights: {}", extractor.describe(), weights.source);
         methods.push(Method { name: args.name.clone(), source: Source::Engine(extractor) });
     }

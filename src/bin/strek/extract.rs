@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use strek::{backend, Config, Image};
+use strek::{backend, Config, Features, Image};
 
 /// Extract keypoints and descriptors from images and folders; writes OUT/<relative path>.npz (or .json) per image.
 #[derive(clap::Args)]
@@ -99,7 +99,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let skipped = total - jobs.len();
     let weights = common.weights()?;
     let mut extractor =
-        backend::open(common.device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints })?;
+        backend::open(common.device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("{}", extractor.describe());
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
@@ -132,15 +132,29 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
                 return;
             }
             let (indices, images): (Vec<usize>, Vec<Image>) = pending.drain(..).unzip();
-            let results = extractor.extract_batch(&images);
-            for (k, i) in indices.into_iter().enumerate() {
+            for (&i, image) in indices.iter().zip(&images) {
+                let size = (image.width, image.height);
+                if let Some(fitted) = extractor.working_size(size).ok().filter(|&f| f != size) {
+                    let path = jobs[i].0.display();
+                    let note = format!("note: {path} ({}x{}) is over the adapter's buffer limits: extracted at {}x{}, keypoints in the original pixels", size.0, size.1, fitted.0, fitted.1);
+                    bar.suspend(|| eprintln!("{note}"));
+                }
+            }
+            // a failed batch is retried image by image, so that one bad image fails alone
+            let results: Vec<strek::Result<Features>> = match extractor.extract_batch(&images) {
+                Ok(features) => features.into_iter().map(Ok).collect(),
+                Err(e) if images.len() == 1 => vec![Err(e)],
+                Err(_) => images.iter().map(|image| extractor.extract(image)).collect(),
+            };
+            for (i, result) in indices.into_iter().zip(results) {
                 let (input, output) = &jobs[i];
-                let written = match &results {
+                let written = match result {
                     Ok(features) => match args.format {
-                        Format::Npz => features[k].write_npz(output),
-                        Format::Json => features[k].write_json(output),
-                    },
-                    Err(e) => Err(strek::Error::Invalid(format!("{}: {e}", input.display()))),
+                        Format::Npz => features.write_npz(output),
+                        Format::Json => features.write_json(output),
+                    }
+                    .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("{}: {e}", input.display())),
                 };
                 match written {
                     Ok(()) => done += 1,

@@ -38,6 +38,9 @@ pub struct Common {
     /// Prefer a software adapter (Mesa lavapipe/llvmpipe) over hardware ones.
     #[arg(long, global = true)]
     prefer_software: bool,
+    /// Cap every GPU buffer at this many MiB (below the adapter's own limit); larger images are shrunk to fit.
+    #[arg(long, global = true, value_name = "MIB")]
+    max_buffer_mib: Option<u64>,
     /// Weights file [default: weights/strek.safetensors of the working directory or of the source tree].
     #[arg(long, global = true)]
     weights: Option<PathBuf>,
@@ -45,7 +48,12 @@ pub struct Common {
 
 impl Common {
     pub fn gpu_options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), prefer_software: self.prefer_software }
+        GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            prefer_software: self.prefer_software,
+            max_buffer_bytes: self.max_buffer_mib.map(|m| m << 20),
+        }
     }
 
     /// The weights file: the flag, else weights/ of the working directory, else of the source tree.

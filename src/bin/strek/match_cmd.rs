@@ -46,7 +46,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
         d => d,
     };
-    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints })?;
+    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("{}; weights: {}", extractor.describe(), weights.source);
     let max_side = (args.max_side > 0).then_some(args.max_side);
     let original_size = |i: &Image| [i.width, i.height];
