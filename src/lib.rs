@@ -1,5 +1,22 @@
 //! strek: S-TREK rotation-equivariant local features (keypoints with orientation and scale, 128-D descriptors) on
-//! any GPU through wgpu and hand-written WGSL.
+//! any GPU through wgpu and hand-written WGSL, or on the CPU.
+//!
+//! ```
+//! use strek::{backend, Device, GpuOptions, Weights};
+//! // the shipped weights; Device::Auto runs on a hardware GPU when there is one, else on the CPU
+//! let weights = Weights::load(std::path::Path::new(strek::DEFAULT_WEIGHTS))?;
+//! let mut extractor = backend::open(Device::Auto, &GpuOptions::default(), &weights, Default::default())?;
+//! let image = strek::demo::scene(320, 240, 1); // a photo: strek::Image::open(path)?
+//! let features = extractor.extract(&image)?;
+//! assert!(features.len() > 100 && features.dim == 128);
+//! let [x, y] = features.keypoints[0]; // the best keypoint, in pixels of the image
+//! println!("({x:.1}, {y:.1}) angle {:.2} rad, scale {}", features.orientations[0], features.scales[0]);
+//! assert!((features.descriptor(0).iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
+//! # Ok::<(), strek::Error>(())
+//! ```
+//!
+//! The GPU engine itself, on an adapter of your choice (`Gpu::from_device` wraps a device your application owns,
+//! `Extractor::extract_texture` reads a texture it rendered; see examples/embed.rs):
 //!
 //! ```no_run
 //! use strek::{Extractor, Gpu, GpuOptions, Image, Weights};
