@@ -125,7 +125,7 @@ fn ransac(c: &mut Criterion) {
     for outliers in [200usize, 500, 800] {
         let (from, to) = correspondences(&mut rng, 1000, outliers);
         group.bench_function(BenchmarkId::new("estimate_1000", format!("{}pct_outliers", outliers / 10)), |b| {
-            b.iter(|| black_box(estimate(&from, &to, &Ransac::default())))
+            b.iter(|| black_box(estimate(&from, &to, &Ransac::homography())))
         });
     }
     let (from, to) = correspondences(&mut rng, 1000, 0);

@@ -1,5 +1,30 @@
 //! Small dense numerics shared by the geometric estimators (homography, fundamental and essential matrices).
 
+/// RANSAC settings of every estimator; the constructors name each one's protocol.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ransac {
+    /// A correspondence is an inlier when its error is at most this many pixels: the transfer distance for a
+    /// homography, the Sampson distance for epipolar geometry.
+    pub threshold: f64,
+    /// Probability that at least one drawn sample is outlier-free; sets the adaptive iteration count.
+    pub confidence: f64,
+    pub max_iterations: usize,
+    /// Seed of the sample draws, so that a run is reproducible.
+    pub seed: u64,
+}
+
+impl Ransac {
+    /// The evaluation protocol's homography estimation: 3 px.
+    pub fn homography() -> Self {
+        Ransac { threshold: 3.0, confidence: 0.999, max_iterations: 10_000, seed: 0 }
+    }
+
+    /// Fundamental or essential matrix between frames (COLMAP, tracking): 2 px Sampson distance.
+    pub fn epipolar() -> Self {
+        Ransac { threshold: 2.0, ..Self::homography() }
+    }
+}
+
 /// RANSAC iterations needed to draw one all-inlier sample of `sample` points with probability `confidence` when a
 /// share `inlier_ratio` of the correspondences are inliers. `ln_1p` keeps it right when `inlier_ratio^sample` is
 /// below the f64 resolution of 1, where `ln(1 - p)` would be 0 and the count collapse to 1.

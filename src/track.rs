@@ -33,7 +33,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ratio: 1.0, verify: true, ransac: Ransac::default(), min_inliers: 15 }
+        Options { ratio: 1.0, verify: true, ransac: Ransac::epipolar(), min_inliers: 15 }
     }
 }
 

@@ -61,7 +61,7 @@ fn ransac_recovers_the_homography_at_known_outlier_ratios() {
         let n = 400;
         let outliers = (ratio * n as f64) as usize;
         let (from, to) = correspondences(&h, n, outliers, 0.5, 100 + k as u64);
-        let e = estimate(&from, &to, &Ransac::default()).expect("an estimate");
+        let e = estimate(&from, &to, &Ransac::homography()).expect("an estimate");
         let err = corner_error(&e.homography, &h, [640, 480]);
         assert!(err < 1.0, "outlier ratio {ratio}: corner error {err}");
         // every true inlier within 3 px is found; an outlier counts only where it happens to agree with h
@@ -81,7 +81,7 @@ fn ransac_recovers_the_homography_at_known_outlier_ratios() {
 #[test]
 fn ransac_is_reproducible_and_refuses_too_few_points() {
     let (from, to) = correspondences(&truth(), 100, 50, 0.5, 7);
-    let settings = Ransac::default();
+    let settings = Ransac::homography();
     assert_eq!(estimate(&from, &to, &settings), estimate(&from, &to, &settings));
     assert!(estimate(&from[..3], &to[..3], &settings).is_none());
     assert!(estimate(&[], &[], &settings).is_none());

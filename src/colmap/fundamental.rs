@@ -10,24 +10,7 @@ use crate::solve::{iterations_needed, symmetric_eigen};
 /// A row-major 3x3 matrix.
 pub type Mat3 = [[f64; 3]; 3];
 
-/// RANSAC settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Ransac {
-    /// A correspondence is an inlier when its Sampson distance (the first-order geometric distance to the epipolar
-    /// constraint, in pixels) is at most this.
-    pub threshold: f64,
-    /// Probability that at least one drawn sample is outlier-free; sets the adaptive iteration count.
-    pub confidence: f64,
-    pub max_iterations: usize,
-    /// Seed of the sample draws, so that a run is reproducible.
-    pub seed: u64,
-}
-
-impl Default for Ransac {
-    fn default() -> Self {
-        Ransac { threshold: 2.0, confidence: 0.999, max_iterations: 10_000, seed: 0 }
-    }
-}
+pub use crate::solve::Ransac;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Estimate {
@@ -411,7 +394,7 @@ pub(crate) mod tests {
     #[test]
     fn ransac_separates_inliers_from_outliers_under_noise() {
         let s = scene(400, 0.5, 0.4, 7);
-        let estimate = estimate(&s.from, &s.to, &Ransac { threshold: 2.0, ..Default::default() }).unwrap();
+        let estimate = estimate(&s.from, &s.to, &Ransac::epipolar()).unwrap();
         let true_inliers = s.truth.iter().filter(|t| **t).count();
         let found = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && **t).count();
         let false_positives = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && !**t).count();
@@ -427,7 +410,7 @@ pub(crate) mod tests {
     #[test]
     fn essential_ransac_finds_the_calibrated_geometry() {
         let s = scene(300, 0.5, 0.3, 13);
-        let (estimate, e) = estimate_essential(&s.from, &s.to, &s.k, &s.k, &Ransac::default()).unwrap();
+        let (estimate, e) = estimate_essential(&s.from, &s.to, &s.k, &s.k, &Ransac::epipolar()).unwrap();
         let truth = s.truth.iter().filter(|t| **t).count();
         let found = estimate.inliers.iter().zip(&s.truth).filter(|(e, t)| **e && **t).count();
         assert!(found as f64 >= 0.95 * truth as f64, "{found} of {truth}");
@@ -447,7 +430,7 @@ pub(crate) mod tests {
     #[test]
     fn too_few_or_degenerate_points_give_none() {
         let s = scene(7, 0.0, 0.0, 3);
-        assert!(estimate(&s.from, &s.to, &Ransac::default()).is_none());
+        assert!(estimate(&s.from, &s.to, &Ransac::epipolar()).is_none());
         let same = vec![[10.0, 10.0]; 12];
         assert!(eight_point(&same, &same).is_none());
     }

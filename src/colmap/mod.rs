@@ -155,7 +155,7 @@ impl Default for Options {
             pairs: Pairs::Exhaustive,
             camera: Camera::Guess,
             ratio: 1.0,
-            ransac: fundamental::Ransac::default(),
+            ransac: fundamental::Ransac::epipolar(),
             min_inliers: 15,
             batch: 8,
         }
@@ -419,7 +419,7 @@ mod tests {
         let rows = |p: &[[f64; 2]]| p.iter().map(|q| [q[0] as f32, q[1] as f32, 1.0, 0.0, 0.0, 1.0]).collect::<Vec<_>>();
         let (a, b) = (rows(&s.from), rows(&s.to));
         let matches: Vec<(usize, usize)> = (0..a.len()).map(|i| (i, i)).collect();
-        let ransac = fundamental::Ransac::default();
+        let ransac = fundamental::Ransac::epipolar();
         let uncalibrated = verify(&a, &b, &matches, None, &ransac, 15);
         assert_eq!(uncalibrated.config, Configuration::Uncalibrated);
         let calibrated = verify(&a, &b, &matches, Some((&s.k, &s.k)), &ransac, 15);

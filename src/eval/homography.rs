@@ -5,24 +5,7 @@ use crate::geometry::Homography;
 use crate::rng::Rng;
 use crate::solve::symmetric_eigen;
 
-/// RANSAC settings. The defaults are the evaluation protocol's (3 px).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Ransac {
-    /// A correspondence is an inlier when the estimated homography maps its first point within this many pixels
-    /// of its second.
-    pub threshold: f64,
-    /// Probability that at least one drawn sample is outlier-free; sets the adaptive iteration count.
-    pub confidence: f64,
-    pub max_iterations: usize,
-    /// Seed of the sample draws, so that an evaluation is reproducible.
-    pub seed: u64,
-}
-
-impl Default for Ransac {
-    fn default() -> Self {
-        Ransac { threshold: 3.0, confidence: 0.999, max_iterations: 10_000, seed: 0 }
-    }
-}
+pub use crate::solve::Ransac;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Estimate {

@@ -28,7 +28,7 @@ pub struct Protocol {
 
 impl Default for Protocol {
     fn default() -> Self {
-        Protocol { top_k: 1000, ratio: 1.0, ransac: Ransac::default(), match_all: false }
+        Protocol { top_k: 1000, ratio: 1.0, ransac: Ransac::homography(), match_all: false }
     }
 }
 

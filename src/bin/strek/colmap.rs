@@ -88,7 +88,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         pairs: args.pairs,
         camera: args.camera,
         ratio: args.ratio,
-        ransac: fundamental::Ransac { threshold: args.max_error, ..Default::default() },
+        ransac: fundamental::Ransac { threshold: args.max_error, ..fundamental::Ransac::epipolar() },
         min_inliers: args.min_inliers,
         batch: args.batch,
     };

@@ -105,7 +105,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         protocol: Protocol {
             top_k: args.k,
             ratio: args.ratio,
-            ransac: strek::eval::homography::Ransac { seed: args.seed, ..Default::default() },
+            ransac: strek::eval::homography::Ransac { seed: args.seed, ..strek::eval::homography::Ransac::homography() },
             match_all: args.match_all_keypoints,
         },
         max_side: (args.max_side > 0).then_some(args.max_side),

@@ -64,7 +64,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let point = |f: &strek::Features, i: usize| [f.keypoints[i][0] as f64, f.keypoints[i][1] as f64];
     let from: Vec<[f64; 2]> = matches.iter().map(|&(i, _)| point(a, i)).collect();
     let to: Vec<[f64; 2]> = matches.iter().map(|&(_, j)| point(b, j)).collect();
-    let estimate = homography::estimate(&from, &to, &Ransac { threshold: args.threshold, ..Default::default() });
+    let estimate = homography::estimate(&from, &to, &Ransac { threshold: args.threshold, ..Ransac::homography() });
     let inliers = estimate.as_ref().map_or(vec![false; matches.len()], |e| e.inliers.clone());
     let mut picture = strek::demo::draw(&first, &second, a, b, &matches, &inliers);
     println!("keypoints: {} and {}", a.len(), b.len());

@@ -80,7 +80,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let options = Options {
         ratio: args.ratio,
         verify: !args.no_verify,
-        ransac: Ransac { threshold: args.max_error, ..Default::default() },
+        ransac: Ransac { threshold: args.max_error, ..Ransac::epipolar() },
         min_inliers: args.min_inliers,
     };
     let mut tracker = Tracker::new(matcher, options);
