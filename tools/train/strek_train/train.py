@@ -47,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--detector", help="descriptor stage: the frozen detector's checkpoint.pt")
     p.add_argument("--data", default=default_data_dir(), help="folder of photos (last 100 by name: validation)")
     p.add_argument("--size", type=int, default=128, help="training view size in pixels")
+    p.add_argument("--view-scale", type=float, nargs=2, default=list(PairConfig.view_scale), metavar=("LO", "HI"),
+                   help="per-view scale range (log-uniform); the ratio between two views reaches HI/LO")
+    p.add_argument("--init", help="start a new run from this checkpoint's weights (fine-tuning with this command's "
+                                  "settings; a fresh optimizer and step 0)")
     p.add_argument("--batch", type=int, default=8, help="pairs per step")
     p.add_argument("--steps", type=int, default=100_000, help="train until this step count")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (applied on resume too)")
@@ -74,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # Arguments that define what is trained; a resumed run keeps the checkpoint's values.
-FIXED_ON_RESUME = ["stage", "seed", "group_order", "size", "batch", "temperature", "radius", "mass_threshold",
+FIXED_ON_RESUME = ["stage", "seed", "group_order", "size", "view_scale", "init", "batch", "temperature", "radius", "mass_threshold",
                    "budget", "logit_bound", "match_distance", "penalty", "margin", "desc_keypoints", "val_size",
                    "val_pairs", "val_keypoints", "data", "detector"]
 
@@ -159,12 +163,18 @@ class Trainer:
                     setattr(args, key, saved[key])
             if saved["stage"] != args.stage:
                 raise SystemExit(f"{self.ckpt_path} is a {saved['stage']} run, not {args.stage}")
-        self.cfg = ckpt["model_config"] if ckpt else default_config(group_order=args.group_order)
+        init = None
+        if ckpt is None and args.init:
+            init = torch.load(args.init, map_location="cpu", weights_only=False)
+            if init["args"]["stage"] != args.stage:
+                raise SystemExit(f"--init {args.init} is a {init['args']['stage']} run, not {args.stage}")
+        base = ckpt or init
+        self.cfg = base["model_config"] if base else default_config(group_order=args.group_order)
         self.margin = heatmap_margin(self.cfg)
         self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget,
                                          args.logit_bound)
         self.reward_cfg = RewardConfig(match_distance=args.match_distance, penalty=args.penalty)
-        self.pair_cfg = PairConfig(size=args.size)
+        self.pair_cfg = PairConfig(size=args.size, view_scale=tuple(args.view_scale))
         train_imgs, val_imgs, self.data_desc = load_images(args)
         self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=args.seed)
         val_source = PairSource(val_imgs, PairConfig(size=args.val_size), self.cfg, seed=args.seed + 7919)
@@ -172,7 +182,7 @@ class Trainer:
         self.val = val_source.batch(0, n_val, "cpu", image_indices=list(range(n_val)))
 
         torch.manual_seed(args.seed)
-        self.detector = build_detector(ckpt["train_config"] if ckpt else None, self.cfg, args.temperature)
+        self.detector = build_detector(base["train_config"] if base else None, self.cfg, args.temperature)
         self.detector.to(self.device)
         self.detector_provenance = None
         if args.stage == "detector":
@@ -188,6 +198,9 @@ class Trainer:
             self.model = Descriptor(self.cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.step, self.baseline, self.elapsed = 0, None, 0.0
+        if init is not None:
+            self.model.load_state_dict(init["model"])
+            print(f"initialised from {args.init} (step {init['step']})", flush=True)
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -77,6 +77,23 @@ def test_training_resumes_and_logs(tiny_runs):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
 
 
+def test_a_run_initialised_from_a_checkpoint_starts_from_its_weights_with_new_settings(tiny_runs):
+    root, det_dir, _ = tiny_runs
+    ft_dir = root / "det-ft"
+    common = ["--images", str(root / "images.npy"), "--batch", "2", "--val-size", "64", "--val-keypoints", "20",
+              "--budget", "12", "--log-every", "1", "--val-every", "100"]
+    train.main(["--stage", "detector", "--out", str(ft_dir), "--steps", "0", "--init", str(det_dir / "checkpoint.pt"),
+                "--size", "72", "--view-scale", "0.6", "1.6", *common])
+    base = torch.load(det_dir / "checkpoint.pt", weights_only=False)
+    tuned = torch.load(ft_dir / "checkpoint.pt", weights_only=False)
+    assert tuned["step"] == 0 and tuned["args"]["size"] == 72 and tuned["args"]["view_scale"] == [0.6, 1.6]
+    assert tuple(tuned["train_config"]["pairs"]["view_scale"]) == (0.6, 1.6)
+    assert all(torch.equal(base["model"][k], tuned["model"][k]) for k in base["model"])
+    with pytest.raises(SystemExit, match="detector run, not descriptor"):
+        train.main(["--stage", "descriptor", "--out", str(root / "bad"), "--steps", "0", "--init",
+                    str(det_dir / "checkpoint.pt"), "--detector", str(det_dir / "checkpoint.pt"), *common])
+
+
 def test_export_round_trip_and_golden(tiny_runs):
     root, det_dir, desc_dir = tiny_runs
     out, golden_path = root / "strek.safetensors", root / "golden.safetensors"
