@@ -4,7 +4,7 @@
 //! - `conv_1t/*`, `conv_nt/*`: each distinct convolution of the model at its size in a 640x480 extraction, on one
 //!   thread and on the pool;
 //! - `640x480/*`, `1280x720/*`: the whole extraction and each stage, achieved GFLOP/s = 2 * MACs / time with MACs
-//!   from `ModelConfig::detector_macs_per_pixel` over the pyramid and `descriptor_macs_per_pixel`.
+//!   from `eval::bench::Macs` (every layer at its own output size over the pyramid), as `strek bench` counts them.
 //!
 //! At the end a summary reads criterion's medians back, and measures each convolution's share of the peak
 //! interleaved: on this shared 2-core machine the FMA loop alone swings between about 110 and 220 GFLOP/s from one
@@ -168,9 +168,8 @@ fn stages(c: &mut Criterion) {
     for (w, h) in [(640u32, 480u32), (1280, 720)] {
         let image = strek::demo::scene(w, h, 1);
         let levels = pyramid(&config, w, h);
-        let level_pixels: f64 = levels.iter().map(|l| l.w as f64 * l.h as f64).sum();
-        let det_flop = 2.0 * config.detector_macs_per_pixel() as f64 * level_pixels;
-        let desc_flop = 2.0 * config.descriptor_macs_per_pixel() * w as f64 * h as f64;
+        let macs = strek::eval::bench::Macs::of(&config, w, h);
+        let (det_flop, desc_flop) = (2.0 * macs.detector, 2.0 * macs.descriptor);
         let mut cpu = CpuExtractor::new(&weights, Default::default()).unwrap();
         let mut group = c.benchmark_group(format!("{w}x{h}"));
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(if w > 640 { 12 } else { 6 }));
