@@ -1,4 +1,7 @@
-"""Training curves: `python3 -m strek_train.plot RUN/log.csv [RUN2/log.csv] -o weights/training_curves.png`."""
+"""Training curves: `python3 -m strek_train.plot RUN/log.csv [RUN2/log.csv] -o weights/training_curves.png`.
+
+One row of panels per argument; `A/log.csv+B/log.csv` draws a run B initialised from run A (`--init`) after it,
+B's steps counted on from A's last step, with a line where B starts."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +30,24 @@ def read(path: str) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
+def read_chain(arg: str) -> tuple[dict[str, list[tuple[int, float]]], list[int]]:
+    """The series of `A+B+...` with each later run's steps offset by the previous ones; the steps where runs start."""
+    merged: dict[str, list[tuple[int, float]]] = {}
+    offset, starts = 0, []
+    for path in arg.split("+"):
+        series = read(path)
+        if starts:
+            starts.append(offset)
+        else:
+            starts.append(0)
+        last = 0
+        for key, points in series.items():
+            merged.setdefault(key, []).extend((offset + step, v) for step, v in points)
+            last = max([last] + [step for step, _ in points])
+        offset += last
+    return merged, starts[1:]
+
+
 def smooth(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
     for i, v in enumerate(values):
@@ -39,16 +60,17 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python3 -m strek_train.plot", description=__doc__)
-    p.add_argument("logs", nargs="+", help="log.csv of a detector run, then optionally of a descriptor run")
+    p.add_argument("logs", nargs="+", help="log.csv of a detector run, then optionally of a descriptor run; "
+                                           "A/log.csv+B/log.csv for a run B fine-tuned from A")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--smooth", type=int, default=20, help="moving average window (log rows) of training metrics")
     args = p.parse_args(argv)
     runs = []
     for path in args.logs:
-        series = read(path)
-        runs.append(("detector" if "reward" in series else "descriptor", path, series))
+        series, starts = read_chain(path)
+        runs.append(("detector" if "reward" in series else "descriptor", path, series, starts))
     fig, axes = plt.subplots(len(runs), 4, figsize=(16, 3.6 * len(runs)), squeeze=False)
-    for row, (stage, path, series) in enumerate(runs):
+    for row, (stage, path, series, starts) in enumerate(runs):
         for col, (key, title) in enumerate(PANELS[stage]):
             ax = axes[row][col]
             pts = series.get(key, [])
@@ -57,10 +79,12 @@ def main(argv=None) -> None:
                 is_val = key.startswith("val_")
                 ax.plot(steps, values if is_val else smooth(list(values), args.smooth), marker="o" if is_val else None,
                         markersize=3)
+            for start in starts:
+                ax.axvline(start, color="grey", linestyle="--", linewidth=1)
             ax.set_title(f"{stage}: {title}", fontsize=10)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-    fig.suptitle(" + ".join(path for _, path, _ in runs), fontsize=9)
+    fig.suptitle(" | ".join(path for _, path, _, _ in runs), fontsize=9)
     fig.tight_layout()
     fig.savefig(args.output, dpi=80)
     print(f"wrote {args.output}")
