@@ -23,7 +23,7 @@ pub trait Extract {
         Ok(size)
     }
 
-    /// What runs the extraction, for reports ("GPU: <adapter>" or "CPU: <threads>").
+    /// What runs the extraction, for reports (`GPU: <adapter>` or `CPU: <threads>`).
     fn describe(&self) -> String;
 
     /// Seconds spent in each stage (upload, pyramid, detector, nms_topk, descriptor, sampling, readback, ...) by the

@@ -43,7 +43,7 @@ pub struct MethodInfo {
 pub struct PairRecord {
     pub method: String,
     pub sequence: String,
-    /// "1-k", or "1-1_rot<angle>" for the rotation sweep.
+    /// `1-k`, or `1-1_rot<angle>` for the rotation sweep.
     pub pair: String,
     /// Rotation of the sweep in degrees; null for the set's own pairs.
     pub angle: Option<f64>,
