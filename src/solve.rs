@@ -1,5 +1,7 @@
 //! Small dense numerics shared by the geometric estimators (homography, fundamental and essential matrices).
 
+use crate::rng::Rng;
+
 /// RANSAC settings of every estimator; the constructors name each one's protocol.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ransac {
@@ -23,6 +25,81 @@ impl Ransac {
     pub fn epipolar() -> Self {
         Ransac { threshold: 2.0, ..Self::homography() }
     }
+}
+
+/// What `Ransac::run` found: the model, one inlier flag per correspondence, the minimal samples drawn.
+pub struct Consensus<M> {
+    pub model: M,
+    pub inliers: Vec<bool>,
+    pub iterations: usize,
+}
+
+impl Ransac {
+    /// RANSAC over `n` correspondences: minimal samples of `K` distinct indices drawn from the seed, `fit` on each
+    /// (`None`: degenerate; the draw still counts), a hypothesis' support the correspondences whose `error` is at
+    /// most the threshold, the number of iterations shrinking as better hypotheses appear; then `fit` on all inliers
+    /// until the inlier set is stable, a refit that loses support not kept. `None` with fewer than `K`
+    /// correspondences or when no sample fits.
+    pub fn run<M, const K: usize>(
+        &self,
+        n: usize,
+        fit: impl Fn(&[usize]) -> Option<M>,
+        error: impl Fn(&M, usize) -> f64,
+    ) -> Option<Consensus<M>> {
+        if n < K {
+            return None;
+        }
+        let flags = |m: &M| (0..n).map(|i| error(m, i) <= self.threshold).collect::<Vec<bool>>();
+        let mut rng = Rng::new(self.seed);
+        let mut best: Option<(usize, M)> = None;
+        let mut needed = self.max_iterations as f64;
+        let mut iterations = 0;
+        while (iterations as f64) < needed.min(self.max_iterations as f64) {
+            iterations += 1;
+            let Some(model) = fit(&draw_distinct::<K>(&mut rng, n)) else { continue };
+            let support = (0..n).filter(|&i| error(&model, i) <= self.threshold).count();
+            if best.as_ref().is_none_or(|(c, _)| support > *c) {
+                best = Some((support, model));
+                needed = iterations_needed(support as f64 / n as f64, K as i32, self.confidence);
+            }
+        }
+        let (_, mut model) = best?;
+        let mut inliers = flags(&model);
+        for _ in 0..10 {
+            let chosen: Vec<usize> = (0..n).filter(|&i| inliers[i]).collect();
+            let Some(refit) = fit(&chosen) else { break };
+            let refit_inliers = flags(&refit);
+            if count(&refit_inliers) < chosen.len() {
+                break;
+            }
+            let stable = refit_inliers == inliers;
+            model = refit;
+            inliers = refit_inliers;
+            if stable {
+                break;
+            }
+        }
+        Some(Consensus { model, inliers, iterations })
+    }
+}
+
+/// How many flags are set.
+pub fn count(flags: &[bool]) -> usize {
+    flags.iter().filter(|f| **f).count()
+}
+
+/// `K` distinct indices below `n` (n >= K).
+fn draw_distinct<const K: usize>(rng: &mut Rng, n: usize) -> [usize; K] {
+    let mut s = [usize::MAX; K];
+    let mut k = 0;
+    while k < K {
+        let i = rng.below(n);
+        if !s[..k].contains(&i) {
+            s[k] = i;
+            k += 1;
+        }
+    }
+    s
 }
 
 /// RANSAC iterations needed to draw one all-inlier sample of `sample` points with probability `confidence` when a

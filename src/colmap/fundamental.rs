@@ -4,8 +4,7 @@
 //!
 //! A homography is right only for a plane or a pure rotation; the frames of a moving camera in a room need this.
 
-use crate::rng::Rng;
-use crate::solve::{iterations_needed, symmetric_eigen};
+use crate::solve::{count, symmetric_eigen};
 
 /// A row-major 3x3 matrix.
 pub type Mat3 = [[f64; 3]; 3];
@@ -59,53 +58,18 @@ pub fn inverse_calibration(k: &Mat3) -> Mat3 {
 /// Maps correspondences (8 or more) to a fundamental matrix.
 type Fit<'a> = &'a dyn Fn(&[[f64; 2]], &[[f64; 2]]) -> Option<Mat3>;
 
-/// RANSAC around `fit`.
+/// RANSAC around `fit`, scored by the Sampson distance.
 fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, fit: Fit) -> Option<Estimate> {
-    let n = from.len();
-    if n < SAMPLE || to.len() != n {
+    if to.len() != from.len() {
         return None;
     }
-    let mut rng = Rng::new(settings.seed);
-    let mut best: Option<(usize, Mat3)> = None;
-    let mut needed = settings.max_iterations as f64;
-    let mut iterations = 0;
-    let mut a = [[0.0; 2]; SAMPLE];
-    let mut b = [[0.0; 2]; SAMPLE];
-    while (iterations as f64) < needed.min(settings.max_iterations as f64) {
-        iterations += 1;
-        for (k, i) in draw_distinct(&mut rng, n).into_iter().enumerate() {
-            a[k] = from[i];
-            b[k] = to[i];
-        }
-        let Some(f) = fit(&a, &b) else { continue };
-        let support = (0..n).filter(|&i| sampson_distance(&f, from[i], to[i]) <= settings.threshold).count();
-        if best.as_ref().is_none_or(|(c, _)| support > *c) {
-            best = Some((support, f));
-            needed = iterations_needed(support as f64 / n as f64, SAMPLE as i32, settings.confidence);
-        }
-    }
-    let (_, mut f) = best?;
-    let mut flags = inliers(&f, from, to, settings.threshold);
-    // Least-squares refit on the inliers; a refit that loses support is not kept.
-    for _ in 0..10 {
-        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = (0..n).filter(|&i| flags[i]).map(|i| (from[i], to[i])).unzip();
-        let Some(refit) = fit(&a, &b) else { break };
-        let refit_flags = inliers(&refit, from, to, settings.threshold);
-        if count(&refit_flags) < count(&flags) {
-            break;
-        }
-        let stable = refit_flags == flags;
-        f = refit;
-        flags = refit_flags;
-        if stable {
-            break;
-        }
-    }
-    Some(Estimate { fundamental: f, inliers: flags, iterations })
-}
-
-fn count(flags: &[bool]) -> usize {
-    flags.iter().filter(|f| **f).count()
+    let fit_chosen = |chosen: &[usize]| {
+        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = chosen.iter().map(|&i| (from[i], to[i])).unzip();
+        fit(&a, &b)
+    };
+    let error = |f: &Mat3, i: usize| sampson_distance(f, from[i], to[i]);
+    let found = settings.run::<_, SAMPLE>(from.len(), fit_chosen, error)?;
+    Some(Estimate { fundamental: found.model, inliers: found.inliers, iterations: found.iterations })
 }
 
 /// Flags the correspondences whose Sampson distance is at most `threshold`.
@@ -268,19 +232,6 @@ fn normalization(p: &[[f64; 2]]) -> Option<Mat3> {
     Some([[s, 0.0, -s * cx], [0.0, s, -s * cy], [0.0, 0.0, 1.0]])
 }
 
-fn draw_distinct(rng: &mut Rng, n: usize) -> [usize; SAMPLE] {
-    let mut s = [usize::MAX; SAMPLE];
-    let mut k = 0;
-    while k < SAMPLE {
-        let i = rng.below(n);
-        if !s[..k].contains(&i) {
-            s[k] = i;
-            k += 1;
-        }
-    }
-    s
-}
-
 pub fn multiply(a: &Mat3, b: &Mat3) -> Mat3 {
     std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
 }
@@ -296,6 +247,8 @@ fn apply(m: &Mat3, v: [f64; 3]) -> [f64; 3] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::rng::Rng;
+    use crate::solve::iterations_needed;
 
     /// Rotation about the axis (unit) by `angle` radians (Rodrigues).
     pub fn rotation(axis: [f64; 3], angle: f64) -> Mat3 {

@@ -2,7 +2,6 @@
 //! adaptive number of iterations, and a least-squares refit on the inliers.
 
 use crate::geometry::Homography;
-use crate::rng::Rng;
 use crate::solve::symmetric_eigen;
 
 pub use crate::solve::Ransac;
@@ -18,7 +17,7 @@ pub struct Estimate {
 
 impl Estimate {
     pub fn inlier_count(&self) -> usize {
-        self.inliers.iter().filter(|i| **i).count()
+        crate::solve::count(&self.inliers)
     }
 }
 
@@ -28,52 +27,20 @@ pub use crate::solve::iterations_needed;
 /// iterations shrinking as better hypotheses appear, then DLT refits on the inliers until the inlier set is stable.
 /// `None` with fewer than 4 correspondences or when no sample gives a homography.
 pub fn estimate(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac) -> Option<Estimate> {
-    let n = from.len();
-    if n < 4 || to.len() != n {
+    if to.len() != from.len() {
         return None;
     }
-    let mut rng = Rng::new(settings.seed);
-    let mut best: Option<(usize, Homography)> = None;
-    let mut needed = settings.max_iterations as f64;
-    let mut iterations = 0;
-    while (iterations as f64) < needed.min(settings.max_iterations as f64) {
-        iterations += 1;
-        let sample = draw_distinct(&mut rng, n);
-        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = sample.iter().map(|&i| (from[i], to[i])).unzip();
-        if has_collinear_triple(&a) || has_collinear_triple(&b) {
-            continue;
+    let fit = |chosen: &[usize]| {
+        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = chosen.iter().map(|&i| (from[i], to[i])).unzip();
+        // a minimal sample with three (nearly) collinear points gives no homography
+        if chosen.len() == 4 && (has_collinear_triple(&a) || has_collinear_triple(&b)) {
+            return None;
         }
-        let Some(h) = dlt(&a, &b) else { continue };
-        let count = inliers(&h, from, to, settings.threshold).iter().filter(|i| **i).count();
-        if best.as_ref().is_none_or(|(c, _)| count > *c) {
-            best = Some((count, h));
-            needed = iterations_needed(count as f64 / n as f64, 4, settings.confidence);
-        }
-    }
-    let (_, mut h) = best?;
-    let mut flags = inliers(&h, from, to, settings.threshold);
-    // Least-squares refit on the inliers; a refit that loses support is not kept.
-    for _ in 0..10 {
-        let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) =
-            (0..n).filter(|&i| flags[i]).map(|i| (from[i], to[i])).unzip();
-        let Some(refit) = dlt(&a, &b) else { break };
-        let refit_flags = inliers(&refit, from, to, settings.threshold);
-        let (old, new) = (count(&flags), count(&refit_flags));
-        if new < old {
-            break;
-        }
-        let stable = refit_flags == flags;
-        h = refit;
-        flags = refit_flags;
-        if stable {
-            break;
-        }
-    }
-    Some(Estimate { homography: h, inliers: flags, iterations })
-}
-
-fn count(flags: &[bool]) -> usize {
-    flags.iter().filter(|f| **f).count()
+        dlt(&a, &b)
+    };
+    let error = |h: &Homography, i: usize| reprojection_error(h, from[i], to[i]);
+    let found = settings.run::<_, 4>(from.len(), fit, error)?;
+    Some(Estimate { homography: found.model, inliers: found.inliers, iterations: found.iterations })
 }
 
 /// Flags the correspondences whose forward reprojection error is at most `threshold`.
@@ -87,19 +54,6 @@ pub fn reprojection_error(h: &Homography, p: [f64; 2], q: [f64; 2]) -> f64 {
         Some((x, y)) => ((x - q[0]).powi(2) + (y - q[1]).powi(2)).sqrt(),
         None => f64::INFINITY,
     }
-}
-
-fn draw_distinct(rng: &mut Rng, n: usize) -> [usize; 4] {
-    let mut s = [usize::MAX; 4];
-    let mut k = 0;
-    while k < 4 {
-        let i = rng.below(n);
-        if !s[..k].contains(&i) {
-            s[k] = i;
-            k += 1;
-        }
-    }
-    s
 }
 
 /// A minimal sample with three (nearly) collinear points gives no homography.
