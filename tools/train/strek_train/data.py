@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
@@ -15,19 +15,31 @@ VALIDATION_COUNT = 100  # the last 100 photos by file name are held out
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp")
 
 
+HIRES_VALIDATION_COUNT = 2  # the last 2 full-resolution photos by file name are held out
+
+
+def _shared_train_dir(name: str) -> str:
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    return os.path.join(os.path.dirname(root), "shared", "data", "train", name)
+
+
 def default_data_dir() -> str:
     """../shared/data/train/imagenet-sample relative to the repository root (tools/train/strek_train/..)."""
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-    return os.path.join(os.path.dirname(root), "shared", "data", "train", "imagenet-sample")
+    return _shared_train_dir("imagenet-sample")
 
 
-def split_images(data_dir: str) -> tuple[list[str], list[str]]:
-    """(training paths, validation paths): sorted by file name, the last VALIDATION_COUNT are validation."""
+def default_hires_dir() -> str:
+    """../shared/data/train/hires: camera-resolution photos, cut at scale 1 for full-resolution views."""
+    return _shared_train_dir("hires")
+
+
+def split_images(data_dir: str, held_out: int = VALIDATION_COUNT) -> tuple[list[str], list[str]]:
+    """(training paths, validation paths): sorted by file name, the last `held_out` are validation."""
     names = sorted(n for n in os.listdir(data_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
-    if len(names) <= VALIDATION_COUNT:
-        raise ValueError(f"{data_dir}: {len(names)} images, need more than {VALIDATION_COUNT}")
+    if len(names) <= held_out:
+        raise ValueError(f"{data_dir}: {len(names)} images, need more than {held_out}")
     paths = [os.path.join(data_dir, n) for n in names]
-    return paths[:-VALIDATION_COUNT], paths[-VALIDATION_COUNT:]
+    return paths[:-held_out], paths[-held_out:]
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -55,6 +67,35 @@ def normalize(gray: np.ndarray | torch.Tensor, cfg: dict):
 
 
 @dataclass
+class RealPhotometric:
+    """Camera-like changes (`PairConfig.augment = "real"`), in the order they happen in a camera: optics (blur,
+    motion blur), light (shading, gamma, contrast, brightness, low light), sensor (signal-dependent and additive
+    noise), encoding (JPEG).  Ranges from design.md's review of held-out views (noise 0.05 and darkening x0.3
+    measurably cost repeatability; the basic changes never reached them)."""
+    blur_probability: float = 0.3
+    blur_sigma: tuple[float, float] = (0.3, 2.0)
+    motion_blur_probability: float = 0.15
+    motion_blur_length: tuple[int, int] = (3, 11)  # px, a line kernel at a random angle
+    shading_probability: float = 0.5
+    shading: float = 0.5  # max amplitude of a linear gradient and of a vignette, relative to the signal
+    gamma: tuple[float, float] = (0.6, 1.6)  # log-uniform
+    contrast: tuple[float, float] = (0.3, 2.5)  # log-uniform, about the view's mean
+    brightness: float = 0.25  # uniform offset in +-brightness
+    low_light_probability: float = 0.15
+    low_light: tuple[float, float] = (0.05, 0.3)  # the signal is multiplied by this (log-uniform) before the noise
+    # Noise std at a pixel of value v: sqrt(k * v + s^2), s = noise * u1^1.5 (additive), k = shot_noise * u2^3
+    # (signal-dependent; its std at v = 1 is sqrt(shot_noise) * u2^1.5), u1, u2 uniform in [0, 1]: every level up
+    # to the maximum is drawn, the clean end more often (a view under heavy noise carries little to learn from).
+    noise: float = 0.08
+    shot_noise: float = 0.01
+    jpeg_probability: float = 0.5
+    jpeg_quality: tuple[int, int] = (20, 95)  # uniform integer quality
+
+
+AUGMENTATIONS = ("basic", "real")
+
+
+@dataclass
 class PairConfig:
     size: int = 128
     source_scale: tuple[float, float] = (0.5, 1.0)  # the photo is first resized by a factor in this range
@@ -67,6 +108,17 @@ class PairConfig:
     noise: float = 0.02  # max std of additive Gaussian noise
     blur_probability: float = 0.4
     blur_sigma: float = 1.2
+    # "basic": the photometric changes above (the runs before model v2); "real": RealPhotometric instead.
+    augment: str = "basic"
+    real: RealPhotometric = field(default_factory=RealPhotometric)
+    # Share of pairs cut at scale 1 from the full-resolution photos (PairSource's `hires` list).
+    hires_fraction: float = 0.0
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment {self.augment!r} is not one of {AUGMENTATIONS}")
+        if isinstance(self.real, dict):  # read back from a checkpoint's train_config
+            self.real = RealPhotometric(**self.real)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +144,13 @@ def view_to_source(rng: np.random.Generator, cfg: PairConfig, centre: np.ndarray
 
 
 def photometric(rng: np.random.Generator, cfg: PairConfig, view: np.ndarray) -> np.ndarray:
+    if cfg.augment == "real":
+        return photometric_real(rng, cfg.real, view)
+    return photometric_basic(rng, cfg, view)
+
+
+def photometric_basic(rng: np.random.Generator, cfg: PairConfig, view: np.ndarray) -> np.ndarray:
+    """The original changes; their draws and order are kept as they were, so older runs resume on the same data."""
     v = view
     if rng.uniform() < cfg.blur_probability:
         v = cv2.GaussianBlur(v, (0, 0), rng.uniform(0.3, cfg.blur_sigma))
@@ -101,12 +160,80 @@ def photometric(rng: np.random.Generator, cfg: PairConfig, view: np.ndarray) -> 
     return np.clip(v, 0, 1).astype(np.float32)
 
 
-def make_pair(gray: np.ndarray, rng: np.random.Generator, cfg: PairConfig):
+def motion_blur(v: np.ndarray, length: int, angle: float) -> np.ndarray:
+    """Mean along a line segment of `length` pixels through the centre at `angle` (a straight camera shake)."""
+    k = length if length % 2 else length + 1
+    kernel = np.zeros((k, k), np.float32)
+    c = (k - 1) / 2
+    dx, dy = math.cos(angle) * (length - 1) / 2, -math.sin(angle) * (length - 1) / 2
+    # Sub-pixel line end points (shift 4 bits): the kernel turns smoothly with the angle.
+    p0 = (int(round((c - dx) * 16)), int(round((c - dy) * 16)))
+    p1 = (int(round((c + dx) * 16)), int(round((c + dy) * 16)))
+    cv2.line(kernel, p0, p1, 1.0, 1, cv2.LINE_AA, shift=4)
+    kernel /= kernel.sum()
+    return cv2.filter2D(v, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+
+def shading_field(rng: np.random.Generator, shape, amplitude: float) -> np.ndarray:
+    """A smooth multiplicative illumination: 1 + a linear gradient in a random direction - a vignette."""
+    h, w = shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    phi = rng.uniform(0, 2 * math.pi)
+    gradient = rng.uniform(0, amplitude) * (math.cos(phi) * xx + math.sin(phi) * yy)
+    vignette = rng.uniform(0, amplitude) * (xx**2 + yy**2) / 2
+    return np.maximum(1 + gradient - vignette, 0.05).astype(np.float32)
+
+
+def jpeg_roundtrip(v: np.ndarray, quality: int) -> np.ndarray:
+    """8-bit quantisation and JPEG re-encoding at `quality` (libjpeg is deterministic)."""
+    u8 = np.round(np.clip(v, 0, 1) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+
+
+def photometric_real(rng: np.random.Generator, p: RealPhotometric, view: np.ndarray) -> np.ndarray:
+    """Camera-like changes (RealPhotometric).  Every draw is made whether or not its change applies, so that the
+    stream of random numbers (and the next view's) does not depend on earlier coin flips' outcomes."""
+    v = view.astype(np.float32)
+    blur = rng.uniform() < p.blur_probability
+    sigma = rng.uniform(*p.blur_sigma)
+    if blur:
+        v = cv2.GaussianBlur(v, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    motion = rng.uniform() < p.motion_blur_probability
+    length, angle = int(rng.integers(p.motion_blur_length[0], p.motion_blur_length[1] + 1)), rng.uniform(0, math.pi)
+    if motion:
+        v = motion_blur(v, length, angle)
+    shade = rng.uniform() < p.shading_probability
+    field_ = shading_field(rng, v.shape, p.shading)
+    if shade:
+        v = v * field_
+    v = np.clip(v, 0, 1) ** _log_uniform(rng, p.gamma)
+    mean = v.mean()
+    v = (v - mean) * _log_uniform(rng, p.contrast) + mean + rng.uniform(-p.brightness, p.brightness)
+    v = np.clip(v, 0, 1)
+    dark = rng.uniform() < p.low_light_probability
+    dark_factor = _log_uniform(rng, p.low_light)
+    if dark:
+        v = v * dark_factor
+    shot = p.shot_noise * rng.uniform() ** 3
+    additive = p.noise * rng.uniform() ** 1.5
+    noise = rng.standard_normal(v.shape)
+    v = v + noise * np.sqrt(shot * v + additive**2)
+    jpeg = rng.uniform() < p.jpeg_probability
+    quality = int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1))
+    if jpeg:
+        v = jpeg_roundtrip(v, quality)
+    return np.clip(v, 0, 1).astype(np.float32)
+
+
+def make_pair(gray: np.ndarray, rng: np.random.Generator, cfg: PairConfig, source_scale=None):
     """Two views [size, size] (gray in [0, 1]) of one photo and H_1_2 mapping view-1 pixels to view-2 pixels.
 
     Pixels outside the photo are filled by reflection: both views are warps of the same reflected plane, so the
-    homography stays exact there too."""
-    f = rng.uniform(*cfg.source_scale)
+    homography stays exact there too.  `source_scale` overrides cfg.source_scale (full-resolution crops: (1, 1))."""
+    f = rng.uniform(*(source_scale or cfg.source_scale))
     src = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else gray
     h, w = src.shape
     reach = cfg.size * 0.75 * cfg.view_scale[1]  # about the radius a rotated view covers
@@ -125,30 +252,56 @@ def make_pair(gray: np.ndarray, rng: np.random.Generator, cfg: PairConfig):
 
 
 class PairSource:
-    """Batches of pairs from a list of images (paths or in-memory gray arrays), deterministic under a seed."""
+    """Batches of pairs from a list of images (paths or in-memory gray arrays), deterministic under a seed.
 
-    def __init__(self, images: list, pair_cfg: PairConfig, model_cfg: dict, seed: int = 0):
+    With `hires` photos and `pair_cfg.hires_fraction` > 0, that share of pairs is cut at scale 1 from them (their
+    decoded gray images are cached as 8-bit: a camera-resolution JPEG takes a tenth of a second to decode)."""
+
+    def __init__(self, images: list, pair_cfg: PairConfig, model_cfg: dict, seed: int = 0, hires: list | None = None):
         self.images, self.pair_cfg, self.model_cfg, self.seed = images, pair_cfg, model_cfg, seed
+        self.hires = list(hires or [])
+        if pair_cfg.hires_fraction > 0 and not self.hires:
+            raise ValueError("hires_fraction > 0 needs full-resolution photos (hires)")
+        self._cache: dict[str, np.ndarray] = {}
 
     def _gray(self, i: int) -> np.ndarray:
         item = self.images[i]
         return load_gray(item) if isinstance(item, str) else item
 
+    def _hires_gray(self, i: int) -> np.ndarray:
+        item = self.hires[i]
+        if not isinstance(item, str):
+            return item
+        if item not in self._cache:
+            self._cache[item] = np.round(load_gray(item) * 255).astype(np.uint8)
+        return self._cache[item].astype(np.float32) / 255.0
+
     def pair(self, step: int, index: int, image_index: int | None = None):
         rng = np.random.default_rng([self.seed, step, index])
+        # The hires coin is only drawn when hires pairs are asked for: older runs keep their random stream.
+        if self.pair_cfg.hires_fraction > 0 and image_index is None and rng.uniform() < self.pair_cfg.hires_fraction:
+            i = int(rng.integers(len(self.hires)))
+            return make_pair(self._hires_gray(i), rng, self.pair_cfg, source_scale=(1.0, 1.0))
         i = int(rng.integers(len(self.images))) if image_index is None else image_index
         return make_pair(self._gray(i), rng, self.pair_cfg)
 
+    def hires_pair(self, step: int, index: int, hires_index: int):
+        """A full-resolution pair from hires photo `hires_index` (validation sets)."""
+        rng = np.random.default_rng([self.seed, step, index])
+        return make_pair(self._hires_gray(hires_index), rng, self.pair_cfg, source_scale=(1.0, 1.0))
+
     def batch(self, step: int, batch_size: int, device="cpu", image_indices=None):
         """(view1 [B,1,S,S], view2 [B,1,S,S]) normalised, H_1_2 [B,3,3] float64."""
-        v1, v2, hs = [], [], []
-        for b in range(batch_size):
-            a, bb, h = self.pair(step, b, None if image_indices is None else image_indices[b])
-            v1.append(a)
-            v2.append(bb)
-            hs.append(h)
+        pairs = [self.pair(step, b, None if image_indices is None else image_indices[b]) for b in range(batch_size)]
+        return self._stack(pairs, device)
+
+    def hires_batch(self, step: int, count: int, device="cpu"):
+        """`count` full-resolution pairs, spread evenly over the hires photos (validation)."""
+        return self._stack([self.hires_pair(step, b, b % len(self.hires)) for b in range(count)], device)
+
+    def _stack(self, pairs, device):
         t = lambda vs: normalize(torch.from_numpy(np.stack(vs))[:, None], self.model_cfg).to(device)
-        return t(v1), t(v2), torch.from_numpy(np.stack(hs)).to(device)
+        return t([p[0] for p in pairs]), t([p[1] for p in pairs]), torch.from_numpy(np.stack([p[2] for p in pairs])).to(device)
 
 
 def synthetic_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

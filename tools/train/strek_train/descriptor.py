@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .config import DESCRIPTOR_MAC_BUDGET, descriptor_convs, descriptor_macs_per_pixel, descriptor_stride
+from .config import (DESCRIPTOR_MAC_BUDGET, descriptor_convs, descriptor_macs_per_pixel, descriptor_stride,
+                     descriptor_topology)
+from .unet import bilinear_at, l2_normalize, sample_keypoint_descriptors, unet_forward
 
 
 class _ConvBN(nn.Module):
@@ -38,7 +39,7 @@ class Descriptor(nn.Module):
         d = cfg["descriptor"]
         if d["kind"] != "unet":
             raise ValueError(f"descriptor kind {d['kind']!r} is not supported")
-        self.n_enc, self.n_dec = len(d["encoder"]), len(d["decoder"])
+        self.topology = descriptor_topology(cfg)
         self.layers = nn.ModuleDict()
         for name, c_out, c_in, k, _level in descriptor_convs(cfg):
             # The head's batch norm (no affine, folded at export) keeps every descriptor channel at unit variance
@@ -52,46 +53,39 @@ class Descriptor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 1, H, W] -> L2-normalised descriptor map [B, D, H/S, W/S] (floor at every pooling)."""
-        skips = []
-        for level in range(self.n_enc):
-            if level > 0:
-                x = F.avg_pool2d(x, 2)  # floor: an odd last row / column is dropped
-            x = self.layers[f"enc{level}b"](self.layers[f"enc{level}a"](x))
-            skips.append(x)
-        for m in range(self.n_dec):
-            skip = skips[self.n_enc - 2 - m]
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = self.layers[f"dec{m}"](torch.cat([x, skip], dim=1))
-        return l2_normalize(self.layers["head"](x), dim=1)
+        return unet_forward(self.topology, x, lambda name, t: self.layers[name](t))
+
+    def sample(self, dmap: torch.Tensor, xy: torch.Tensor, theta: torch.Tensor | None, image_hw) -> torch.Tensor:
+        """Descriptors [K, D] at level-0 keypoints; version 1 ignores the orientation."""
+        return sample_keypoint_descriptors(self.topology, dmap, xy, theta, image_hw)
 
     def export(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {name: self.layers[name].export() for name, *_ in descriptor_convs(self.cfg)}
-
-
-def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-12)
 
 
 def sample_descriptors(dmap: torch.Tensor, xy: torch.Tensor, stride: int) -> torch.Tensor:
     """Bilinear sampling of a descriptor map at level-0 pixel positions (docs/model.md), L2-renormalised.
 
     dmap [D, Hd, Wd], xy [K, 2] (x, y) in input pixels -> [K, D]."""
-    _, hd, wd = dmap.shape
-    u = ((xy[:, 0] + 0.5) / stride - 0.5).clamp(0, wd - 1)
-    v = ((xy[:, 1] + 0.5) / stride - 0.5).clamp(0, hd - 1)
-    u0, v0 = u.floor().long(), v.floor().long()
-    u1, v1 = (u0 + 1).clamp(max=wd - 1), (v0 + 1).clamp(max=hd - 1)
-    fu, fv = (u - u0).to(dmap.dtype), (v - v0).to(dmap.dtype)
-    out = (dmap[:, v0, u0] * (1 - fu) * (1 - fv) + dmap[:, v0, u1] * fu * (1 - fv)
-           + dmap[:, v1, u0] * (1 - fu) * fv + dmap[:, v1, u1] * fu * fv)
-    return l2_normalize(out.t(), dim=1)
+    out = bilinear_at(dmap, (xy[:, 0] + 0.5) / stride - 0.5, (xy[:, 1] + 0.5) / stride - 0.5)
+    return l2_normalize(out, dim=1)
+
+
+def build_descriptor(cfg: dict) -> nn.Module:
+    """The training module of the kind `cfg["descriptor"]["kind"]` names ("unet": version 1, "group_unet": 2)."""
+    if cfg["descriptor"]["kind"] == "group_unet":
+        from .group_descriptor import GroupDescriptor
+
+        return GroupDescriptor(cfg)
+    return Descriptor(cfg)
 
 
 def describe_budget(cfg: dict) -> str:
     macs = descriptor_macs_per_pixel(cfg)
     verdict = "within" if macs <= DESCRIPTOR_MAC_BUDGET else "OVER"
     d = cfg["descriptor"]
-    return (f"descriptor: U-Net encoder {d['encoder']} decoder {d['decoder']} dim {d['dim']}, stride "
+    unit = f"fields of C{cfg['group_order']}, head {d.get('head')} fields" if d["kind"] == "group_unet" else "channels"
+    return (f"descriptor: {d['kind']} encoder {d['encoder']} decoder {d['decoder']} ({unit}) dim {d['dim']}, stride "
             f"{descriptor_stride(cfg)}, {macs:.0f} MAC/px ({verdict} the {DESCRIPTOR_MAC_BUDGET} budget)")
 
 

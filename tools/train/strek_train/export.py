@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -17,7 +18,8 @@ from safetensors.torch import save_file
 
 from .basis import rot90
 from .data import synthetic_image
-from .descriptor import Descriptor
+from .config import descriptor_topology
+from .descriptor import build_descriptor
 from .reference import expected_tensor_names, run_model
 from .train import build_detector, command_line, git_commit
 
@@ -46,6 +48,24 @@ def golden_image() -> np.ndarray:
     return np.round(g * 255).astype(np.uint8)
 
 
+def golden_keypoints(h: int, w: int) -> torch.Tensor:
+    """Fixed level-0 keypoints [K, 3] (x, y, orientation) for the golden descriptors: interior and border
+    positions (clamped sampling), sub-pixel positions, orientations on bins, between bins and just under 2 pi."""
+    two_pi = 2 * math.pi
+    return torch.tensor([
+        [w / 2, h / 2, 0.0],
+        [10.0, 7.0, two_pi / 8],
+        [w - 1.0, h - 1.0, 1.0],
+        [0.0, 0.0, 5.5],
+        [17.25, 30.75, two_pi * 3.5 / 8],
+        [33.6, 12.4, math.pi],
+        [45.0, 40.0, two_pi - 1e-6],
+        [3.5, h - 2.5, 2.3],
+        [w - 4.2, 5.9, 4.0],
+        [25.0, 22.0, math.pi / 2],
+    ], dtype=torch.float64)
+
+
 def export_tensors(detector, descriptor) -> dict[str, torch.Tensor]:
     tensors = {}
     n = detector.group_order
@@ -53,9 +73,12 @@ def export_tensors(detector, descriptor) -> dict[str, torch.Tensor]:
         w, b = w.float().contiguous(), b.float().contiguous()
         check_rot90_structure(f"detector.{i}.weight", w, n, lifting=i == 0)
         tensors[f"detector.{i}.weight"], tensors[f"detector.{i}.bias"] = w, b
+    topo = descriptor.topology
     for name, (w, b) in descriptor.export().items():
-        tensors[f"descriptor.{name}.weight"] = w.float().contiguous()
-        tensors[f"descriptor.{name}.bias"] = b.float().contiguous()
+        w, b = w.float().contiguous(), b.float().contiguous()
+        if topo.group:  # version 2: every layer is equivariant, the engine checks the same structure
+            check_rot90_structure(f"descriptor.{name}.weight", w, topo.group_order, lifting=topo.conv(name).lifting)
+        tensors[f"descriptor.{name}.weight"], tensors[f"descriptor.{name}.bias"] = w, b
     return tensors
 
 
@@ -79,15 +102,19 @@ def main(argv=None) -> None:
 
     if args.descriptor:
         desc_ckpt = torch.load(args.descriptor, map_location="cpu", weights_only=False)
-        if desc_ckpt["model_config"]["descriptor"] != cfg["descriptor"]:
-            raise SystemExit("the descriptor checkpoint's architecture differs from the detector checkpoint's")
-        descriptor = Descriptor(cfg)
+        desc_cfg = desc_ckpt["model_config"]
+        for key in ("group_order", "input"):
+            if desc_cfg[key] != cfg[key]:
+                raise SystemExit(f"the descriptor checkpoint's {key} differs from the detector checkpoint's")
+        # The descriptor checkpoint says which kind and topology it holds.
+        cfg = {**cfg, "descriptor": desc_cfg["descriptor"]}
+        descriptor = build_descriptor(cfg)
         descriptor.load_state_dict(desc_ckpt["model"])
         desc_steps = desc_ckpt["step"]
         desc_note = f"trained {desc_steps} steps ({args.descriptor}, {desc_ckpt['command']})"
     else:
         torch.manual_seed(args.seed)
-        descriptor = Descriptor(cfg)
+        descriptor = build_descriptor(cfg)
         desc_steps = 0
         desc_note = f"random initialisation (untrained, seed {args.seed}): descriptors are meaningless"
     descriptor.eval()
@@ -118,7 +145,9 @@ def main(argv=None) -> None:
 
 def write_golden(path: str, tensors: dict, config: dict, detector, descriptor) -> None:
     image = torch.from_numpy(golden_image())
-    outputs = run_model(tensors, config, image)
+    # Version 2's descriptors depend on the keypoint's orientation: the golden file pins the aligned sampling too.
+    keypoints = golden_keypoints(*image.shape) if descriptor_topology(config).group else None
+    outputs = run_model(tensors, config, image, keypoints=keypoints)
     # The exported tensors must reproduce the modules (up to the f32 rounding of the export).
     with torch.no_grad():
         x = ((image.double() / 255 - config["input"]["mean"]) / config["input"]["std"])[None, None]
@@ -131,6 +160,8 @@ def write_golden(path: str, tensors: dict, config: dict, detector, descriptor) -
         if err > 1e-4:
             raise SystemExit(f"golden: exported {name} differs from the module by {err:.2e} (relative)")
     golden = {"image": image.contiguous(), **{k: v.contiguous() for k, v in outputs.items()}}
+    if keypoints is not None:
+        golden["keypoints"] = keypoints.contiguous()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(golden, path, metadata={"strek.format": "1", "strek.config": json.dumps(config),
                                       "strek.golden": "float64 outputs of the exported model (tools/train "

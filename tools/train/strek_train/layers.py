@@ -98,11 +98,12 @@ class GroupConv(_SteerableConv):
 class FieldBatchNorm(nn.Module):
     """Batch norm whose statistics and affine parameters are shared by the N channels of each field."""
 
-    def __init__(self, group_order: int, fields: int, eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, group_order: int, fields: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__()
         self.group_order, self.fields, self.eps, self.momentum = group_order, fields, eps, momentum
-        self.weight = nn.Parameter(torch.ones(fields))
-        self.bias = nn.Parameter(torch.zeros(fields))
+        # affine=False: a pure per-field standardisation (the descriptor head uses it against collapse).
+        self.weight = nn.Parameter(torch.ones(fields)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(fields)) if affine else None
         self.register_buffer("running_mean", torch.zeros(fields))
         self.register_buffer("running_var", torch.ones(fields))
 
@@ -118,8 +119,10 @@ class FieldBatchNorm(nn.Module):
         """Folds the running statistics into the preceding convolution (eval-mode semantics).
 
         The scale is one number per field, so the folded filter keeps the exact 90-degree structure."""
-        scale = (self.weight / torch.sqrt(self.running_var + self.eps)).detach()
-        shift = (self.bias - self.running_mean * scale).detach()
+        gamma = self.weight if self.weight is not None else torch.ones_like(self.running_var)
+        beta = self.bias if self.bias is not None else torch.zeros_like(self.running_mean)
+        scale = (gamma / torch.sqrt(self.running_var + self.eps)).detach()
+        shift = (beta - self.running_mean * scale).detach()
         scale_c = scale.repeat_interleave(self.group_order).to(weight.dtype)
         shift_c = shift.repeat_interleave(self.group_order).to(weight.dtype)
         return weight * scale_c[:, None, None, None], bias * scale_c + shift_c

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import descriptor_convs
+from .config import descriptor_convs, descriptor_topology
 from .layers import orientation_pool
+from .unet import sample_keypoint_descriptors, unet_forward
 
 
 def detector_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> torch.Tensor:
@@ -21,37 +22,37 @@ def detector_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tenso
 
 
 def descriptor_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> torch.Tensor:
-    """x [1, 1, H, W] normalised -> L2-normalised descriptor map [1, D, H/S, W/S]."""
-    d = cfg["descriptor"]
-    n_enc, n_dec = len(d["encoder"]), len(d["decoder"])
+    """x [1, 1, H, W] normalised -> L2-normalised descriptor map [1, D, H_o, W_o] (either kind): every layer a
+    dense cross-correlation with zero "same" padding (k // 2) and bias, ReLU where the topology says."""
+    topo = descriptor_topology(cfg)
 
-    def conv(name, t, relu=True):
+    def conv(name, t):
         w, b = tensors[f"descriptor.{name}.weight"].to(t.dtype), tensors[f"descriptor.{name}.bias"].to(t.dtype)
         y = F.conv2d(t, w, b, padding=w.shape[-1] // 2)
-        return torch.relu(y) if relu else y
+        return torch.relu(y) if topo.conv(name).relu else y
 
-    skips = []
-    for level in range(n_enc):
-        if level > 0:
-            x = F.avg_pool2d(x, 2)
-        x = conv(f"enc{level}b", conv(f"enc{level}a", x))
-        skips.append(x)
-    for m in range(n_dec):
-        skip = skips[n_enc - 2 - m]
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = conv(f"dec{m}", torch.cat([x, skip], dim=1))
-    y = conv("head", x, relu=False)
-    return y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return unet_forward(topo, x, conv)
 
 
-def run_model(tensors: dict[str, torch.Tensor], cfg: dict, image_u8: torch.Tensor, dtype=torch.float64) -> dict:
-    """All golden outputs for an 8-bit gray image [H, W]."""
+def keypoint_descriptors(cfg: dict, descriptor_map: torch.Tensor, keypoints: torch.Tensor, image_hw) -> torch.Tensor:
+    """Descriptors [K, D] at level-0 keypoints [K, 3] (x, y, orientation) from a map [D, H_o, W_o]."""
+    return sample_keypoint_descriptors(descriptor_topology(cfg), descriptor_map, keypoints[:, :2], keypoints[:, 2],
+                                       image_hw)
+
+
+def run_model(tensors: dict[str, torch.Tensor], cfg: dict, image_u8: torch.Tensor, dtype=torch.float64,
+              keypoints: torch.Tensor | None = None) -> dict:
+    """All golden outputs for an 8-bit gray image [H, W]; with `keypoints` [K, 3] (x, y, orientation at level 0)
+    also their `descriptors` [K, D]."""
     g = image_u8.to(dtype) / 255.0
     x = ((g - cfg["input"]["mean"]) / cfg["input"]["std"])[None, None]
     group_logits = detector_forward(tensors, cfg, x)[0]
     heatmap, orientation = orientation_pool(group_logits)
-    return {"group_logits": group_logits, "heatmap": heatmap, "orientation": orientation,
-            "descriptor_map": descriptor_forward(tensors, cfg, x)[0]}
+    out = {"group_logits": group_logits, "heatmap": heatmap, "orientation": orientation,
+           "descriptor_map": descriptor_forward(tensors, cfg, x)[0]}
+    if keypoints is not None:
+        out["descriptors"] = keypoint_descriptors(cfg, out["descriptor_map"], keypoints.to(dtype), tuple(g.shape))
+    return out
 
 
 def expected_tensor_names(cfg: dict) -> list[str]:

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 
 from .basis import BasisSpec
-from .config import default_config, heatmap_margin
-from .data import PairConfig, PairSource, default_data_dir, split_images
-from .descriptor import Descriptor, describe_budget as describe_descriptor, sample_descriptors
+from .config import DESCRIPTOR_KINDS, default_config, default_descriptor, heatmap_margin
+from .data import (AUGMENTATIONS, HIRES_VALIDATION_COUNT, PairConfig, PairSource, default_data_dir, default_hires_dir,
+                   split_images)
+from .descriptor import build_descriptor, describe_budget as describe_descriptor
 from .detector import Detector, describe_budget as describe_detector
-from .losses import hardest_negative_triplet_loss
+from .layers import orientation_pool
+from .losses import hardest_negative_triplet_loss, info_nce_loss
 from .metrics import matching_accuracy, nms_topk, repeatability
 from .reward import RewardConfig, reinforce_loss, repeatability_rewards, reproject
 from .sampler import SamplerConfig, sample_keypoints
@@ -33,10 +35,11 @@ from .sampler import SamplerConfig, sample_keypoints
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = {
     "detector": ["step", "elapsed_s", "sec_per_step", "loss", "reward", "baseline", "points", "visible", "repeated",
-                 "val_rep3", "val_points"],
+                 "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires"],
     "descriptor": ["step", "elapsed_s", "sec_per_step", "loss", "pos_dist", "neg_dist", "active", "keypoints",
-                   "val_mma3", "val_matches"],
+                   "val_mma3", "val_matches", "val_mma3_real", "val_mma3_hires"],
 }
+HIRES_VAL_PAIRS = 16  # full-resolution validation pairs, spread over the held-out hires photos
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +68,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--penalty", type=float, default=-0.5, help="reward of a visible keypoint not repeated")
     p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
     p.add_argument("--desc-keypoints", type=int, default=64, help="descriptor stage: keypoints per view")
+    p.add_argument("--descriptor-kind", choices=DESCRIPTOR_KINDS, default="unet",
+                   help="a new descriptor run's network: unet (version 1) or group_unet (version 2, C_N fields, "
+                        "aligned by the keypoint orientation)")
+    p.add_argument("--desc-loss", choices=["triplet", "infonce"], default="triplet",
+                   help="descriptor loss: triplet (hardest negative, --margin) or InfoNCE (--nce-temperature)")
+    p.add_argument("--nce-temperature", type=float, default=0.07, help="InfoNCE softmax temperature")
+    p.add_argument("--pos-jitter", type=float, default=0.0,
+                   help="descriptor stage: std (px) of the Gaussian jitter of positives (clipped at 2 std)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="basic",
+                   help="photometric changes: basic (the original, mild) or real (noise up to 0.08 and "
+                        "signal-dependent, blur and motion blur, JPEG q20-95, contrast 0.3-2.5, brightness +-0.25, "
+                        "low light, shading); real also adds held-out validation under these changes")
+    p.add_argument("--hires", type=float, default=0.0, metavar="FRACTION",
+                   help="share of pairs cut at scale 1 from the full-resolution photos of --hires-data (their last "
+                        f"{HIRES_VALIDATION_COUNT} by name are held out for validation)")
+    p.add_argument("--hires-data", default=default_hires_dir(), help="folder of camera-resolution photos")
     p.add_argument("--val-size", type=int, default=256)
     p.add_argument("--val-pairs", type=int, default=100)
     p.add_argument("--val-keypoints", type=int, default=150, help="top-k keypoints per validation view")
@@ -80,7 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 # Arguments that define what is trained; a resumed run keeps the checkpoint's values.
 FIXED_ON_RESUME = ["stage", "seed", "group_order", "size", "view_scale", "init", "batch", "temperature", "radius", "mass_threshold",
                    "budget", "logit_bound", "match_distance", "penalty", "margin", "desc_keypoints", "val_size",
-                   "val_pairs", "val_keypoints", "data", "detector"]
+                   "val_pairs", "val_keypoints", "data", "detector", "descriptor_kind", "desc_loss", "nce_temperature",
+                   "pos_jitter", "augment", "hires", "hires_data"]
 
 
 def command_line(module: str) -> str:
@@ -169,17 +189,27 @@ class Trainer:
             if init["args"]["stage"] != args.stage:
                 raise SystemExit(f"--init {args.init} is a {init['args']['stage']} run, not {args.stage}")
         base = ckpt or init
-        self.cfg = base["model_config"] if base else default_config(group_order=args.group_order)
+        det_ckpt = None
+        if args.stage == "descriptor":
+            if not args.detector:
+                raise SystemExit("--stage descriptor needs --detector RUN/checkpoint.pt (a trained detector)")
+            det_ckpt = torch.load(args.detector, map_location="cpu", weights_only=False)
+        self.cfg = base["model_config"] if base else self.new_model_config(det_ckpt)
         self.margin = heatmap_margin(self.cfg)
         self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget,
                                          args.logit_bound)
         self.reward_cfg = RewardConfig(match_distance=args.match_distance, penalty=args.penalty)
-        self.pair_cfg = PairConfig(size=args.size, view_scale=tuple(args.view_scale))
+        self.pair_cfg = PairConfig(size=args.size, view_scale=tuple(args.view_scale), augment=args.augment,
+                                   hires_fraction=args.hires)
         train_imgs, val_imgs, self.data_desc = load_images(args)
-        self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=args.seed)
-        val_source = PairSource(val_imgs, PairConfig(size=args.val_size), self.cfg, seed=args.seed + 7919)
-        n_val = min(args.val_pairs, len(val_imgs)) if not args.images else len(val_imgs)
-        self.val = val_source.batch(0, n_val, "cpu", image_indices=list(range(n_val)))
+        hires_train, hires_val = [], []
+        if args.hires > 0:
+            hires_train, hires_val = split_images(args.hires_data, HIRES_VALIDATION_COUNT)
+            self.data_desc += (f"; {args.hires:g} of pairs at scale 1 from {args.hires_data}: {len(hires_train)} "
+                               f"photos, last {len(hires_val)} by name held out")
+        self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=args.seed, hires=hires_train)
+        self.val_sets = self.validation_sets(val_imgs, hires_val)
+        self.val = self.val_sets[""]
 
         torch.manual_seed(args.seed)
         self.detector = build_detector(base["train_config"] if base else None, self.cfg, args.temperature)
@@ -188,14 +218,11 @@ class Trainer:
         if args.stage == "detector":
             self.model = self.detector
         else:
-            if not args.detector:
-                raise SystemExit("--stage descriptor needs --detector RUN/checkpoint.pt (a trained detector)")
-            det_ckpt = torch.load(args.detector, map_location="cpu", weights_only=False)
             self.detector = build_detector(det_ckpt["train_config"], det_ckpt["model_config"]).to(self.device)
             self.detector.load_state_dict(det_ckpt["model"])
             self.detector.eval().requires_grad_(False)
             self.detector_provenance = {"checkpoint": args.detector, "steps": det_ckpt["step"]}
-            self.model = Descriptor(self.cfg).to(self.device)
+            self.model = build_descriptor(self.cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.step, self.baseline, self.elapsed = 0, None, 0.0
         if init is not None:
@@ -212,6 +239,32 @@ class Trainer:
                           self.step if ckpt is not None else None)
         self.stop_requested = False
 
+    def new_model_config(self, det_ckpt: dict | None) -> dict:
+        """A new run's model config: the detector checkpoint's (descriptor stage) or the defaults, with the
+        descriptor of --descriptor-kind."""
+        a = self.args
+        cfg = json.loads(json.dumps(det_ckpt["model_config"])) if det_ckpt else default_config(group_order=a.group_order)
+        if a.stage == "descriptor" or a.descriptor_kind != "unet":
+            cfg["descriptor"] = default_descriptor(a.descriptor_kind)
+        return cfg
+
+    def validation_sets(self, val_imgs: list, hires_val: list) -> dict:
+        """Held-out pairs, made once: "" under the basic changes (comparable across all runs), "_real" under the
+        camera-like ones (--augment real), "_hires" full-resolution pairs from held-out hires photos (--hires)."""
+        a = self.args
+        n_val = min(a.val_pairs, len(val_imgs)) if not a.images else len(val_imgs)
+        seed = a.seed + 7919
+        sets = {"": PairSource(val_imgs, PairConfig(size=a.val_size), self.cfg, seed=seed)
+                .batch(0, n_val, "cpu", image_indices=list(range(n_val)))}
+        if a.augment != "basic":
+            real = PairConfig(size=a.val_size, augment=a.augment)
+            sets["_real"] = PairSource(val_imgs, real, self.cfg, seed=seed).batch(0, n_val, "cpu",
+                                                                                  image_indices=list(range(n_val)))
+            if hires_val:
+                sets["_hires"] = PairSource([], real, self.cfg, seed=seed, hires=hires_val).hires_batch(
+                    0, HIRES_VAL_PAIRS)
+        return sets
+
     def checkpoint(self) -> None:
         atomic_save({
             "format": "strek-train-1",
@@ -224,6 +277,10 @@ class Trainer:
             "model_config": self.cfg,
             "train_config": {"sampler": self.sampler_cfg.to_dict(), "reward": self.reward_cfg.to_dict(),
                              "pairs": self.pair_cfg.to_dict(), "lr": self.args.lr, "batch": self.args.batch,
+                             "descriptor_loss": {"loss": self.args.desc_loss, "margin": self.args.margin,
+                                                 "temperature": self.args.nce_temperature,
+                                                 "pos_jitter": self.args.pos_jitter,
+                                                 "keypoints": self.args.desc_keypoints},
                              "logit_gain": self.detector.logit_gain, "basis": asdict(self.detector.spec)},
             "args": vars(self.args),
             "command": command_line("strek_train.train"),
@@ -266,7 +323,16 @@ class Trainer:
         return out
 
     def validate_detector(self) -> dict:
-        v1, v2, h12 = self.val
+        out = {}
+        for suffix, pairs in self.val_sets.items():
+            rep, points = self.detector_val_metrics(pairs)
+            out[f"val_rep3{suffix}"] = rep
+            if not suffix:
+                out["val_points"] = points
+        return out
+
+    def detector_val_metrics(self, pairs) -> tuple[float, float]:
+        v1, v2, h12 = pairs
         hm1, hm2 = self.heatmaps(v1), self.heatmaps(v2)
         reps, points = [], []
         for i in range(len(v1)):
@@ -275,30 +341,63 @@ class Trainer:
             rep, _ = repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 3.0)
             reps.append(rep)
             points.append((len(xy1) + len(xy2)) / 2)
-        return {"val_rep3": float(np.mean(reps)), "val_points": float(np.mean(points))}
+        return float(np.mean(reps)), float(np.mean(points))
 
     # ---- descriptor ----------------------------------------------------------------------------------------
-    def detect(self, views: torch.Tensor, k: int) -> list[torch.Tensor]:
-        hm = self.heatmaps(views)
-        return [nms_topk(h, k, self.cfg["inference"]["nms_radius"])[0] for h in hm]
+    @torch.no_grad()
+    def score_and_orientation(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score logits and orientations [B, H', W'] of the frozen detector (orientation pooling)."""
+        self.detector.eval()
+        parts = [orientation_pool(self.detector(views[i:i + 8].to(self.device))) for i in range(0, len(views), 8)]
+        return torch.cat([p[0].cpu() for p in parts]), torch.cat([p[1].cpu() for p in parts])
+
+    def detect(self, views: torch.Tensor, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The engine's keypoints (NMS top-k) per view: heatmap xy [K, 2], their orientations [K], and the
+        orientation maps [B, H', W']."""
+        score, theta = self.score_and_orientation(views)
+        xys = [nms_topk(h, k, self.cfg["inference"]["nms_radius"])[0] for h in score]
+        return xys, [theta[i, xy[:, 1], xy[:, 0]] for i, xy in enumerate(xys)], theta
+
+    def jitter(self, p: torch.Tensor, index: int) -> torch.Tensor:
+        """Positives moved by Gaussian noise of std --pos-jitter px, clipped at 2 std (deterministic per step)."""
+        a = self.args
+        if a.pos_jitter <= 0:
+            return p
+        gen = torch.Generator().manual_seed((a.seed * 1_000_003 + self.step) * 1009 + index)
+        noise = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * a.pos_jitter).clamp(-2 * a.pos_jitter,
+                                                                                               2 * a.pos_jitter)
+        return p + noise.to(p.device, p.dtype)
 
     def descriptor_step(self) -> dict:
         a = self.args
         v1, v2, h12 = self.source.batch(self.step, a.batch, self.device)
-        keypoints = self.detect(v1, a.desc_keypoints)
+        keypoints, thetas, _ = self.detect(v1, a.desc_keypoints)
+        # Version 2 aligns positives by the detector's own orientation in view 2, as at inference.
+        theta2 = self.score_and_orientation(v2)[1] if self.model.topology.group else None
         dmaps = self.model(torch.cat([v1, v2]))
         size = (a.size - 2 * self.margin, a.size - 2 * self.margin)
+        image_hw = (a.size, a.size)
         anchors, positives, ids, positions = [], [], [], []
         for i, xy in enumerate(keypoints):
             xy = xy.to(self.device)
-            p, vis = reproject(xy[None].double(), h12[i][None], self.margin, size)
-            xy, p = xy[vis[0]].float() + self.margin, p[0][vis[0]].float() + self.margin  # image pixels
-            anchors.append(sample_descriptors(dmaps[i], xy, self.model.stride))
-            positives.append(sample_descriptors(dmaps[a.batch + i], p, self.model.stride))
+            p, _ = reproject(xy[None].double(), h12[i][None], self.margin, size)
+            p = self.jitter(p[0], i)
+            vis = (p[:, 0] >= 0) & (p[:, 0] <= size[1] - 1) & (p[:, 1] >= 0) & (p[:, 1] <= size[0] - 1)
+            th1 = thetas[i][vis.cpu()].to(self.device)
+            th2 = None
+            if theta2 is not None:
+                q = p[vis].round().long().cpu()
+                th2 = theta2[i, q[:, 1], q[:, 0]].to(self.device)
+            xy, p = xy[vis].float() + self.margin, p[vis].float() + self.margin  # image pixels
+            anchors.append(self.model.sample(dmaps[i], xy, th1, image_hw))
+            positives.append(self.model.sample(dmaps[a.batch + i], p, th2, image_hw))
             ids.append(torch.full((len(xy),), i, device=self.device))
             positions.append(p)
-        loss, stats = hardest_negative_triplet_loss(torch.cat(anchors), torch.cat(positives), torch.cat(ids),
-                                                    torch.cat(positions), margin=a.margin)
+        args = (torch.cat(anchors), torch.cat(positives), torch.cat(ids), torch.cat(positions))
+        if a.desc_loss == "infonce":
+            loss, stats = info_nce_loss(*args, temperature=a.nce_temperature)
+        else:
+            loss, stats = hardest_negative_triplet_loss(*args, margin=a.margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -306,20 +405,30 @@ class Trainer:
 
     @torch.no_grad()
     def validate_descriptor(self) -> dict:
-        v1, v2, h12 = self.val
+        out = {}
+        for suffix, pairs in self.val_sets.items():
+            mma, matches = self.descriptor_val_metrics(pairs)
+            out[f"val_mma3{suffix}"] = mma
+            if not suffix:
+                out["val_matches"] = matches
+        return out
+
+    def descriptor_val_metrics(self, pairs) -> tuple[float, float]:
+        v1, v2, h12 = pairs
         k = self.args.val_keypoints
-        kp1, kp2 = self.detect(v1, k), self.detect(v2, k)
+        (kp1, th1, _), (kp2, th2, _) = self.detect(v1, k), self.detect(v2, k)
         self.model.eval()
         accs, counts = [], []
+        image_hw = tuple(v1.shape[-2:])
         for i in range(len(v1)):
             d1, d2 = self.model(torch.stack([v1[i], v2[i]]).to(self.device)).cpu()
             xy1, xy2 = kp1[i].float() + self.margin, kp2[i].float() + self.margin
-            acc, n = matching_accuracy(kp1[i], sample_descriptors(d1, xy1, self.model.stride), kp2[i],
-                                       sample_descriptors(d2, xy2, self.model.stride), h12[i], self.margin)
+            acc, n = matching_accuracy(kp1[i], self.model.sample(d1, xy1, th1[i], image_hw), kp2[i],
+                                       self.model.sample(d2, xy2, th2[i], image_hw), h12[i], self.margin)
             accs.append(acc)
             counts.append(n)
         self.model.train()
-        return {"val_mma3": float(np.mean(accs)), "val_matches": float(np.mean(counts))}
+        return float(np.mean(accs)), float(np.mean(counts))
 
     # ---- loop ----------------------------------------------------------------------------------------------
     def run(self) -> None:
