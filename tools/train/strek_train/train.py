@@ -394,6 +394,8 @@ class Trainer:
             ids.append(torch.full((len(xy),), i, device=self.device))
             positions.append(p)
         args = (torch.cat(anchors), torch.cat(positives), torch.cat(ids), torch.cat(positions))
+        if len(args[0]) < 2:  # no pair to contrast (views without visible keypoints): nothing to learn this step
+            return {"loss": 0.0, "pos_dist": 0.0, "neg_dist": 0.0, "active": 0.0, "keypoints": 0.0}
         if a.desc_loss == "infonce":
             loss, stats = info_nce_loss(*args, temperature=a.nce_temperature)
         else:

@@ -103,10 +103,10 @@ def align_to_orientation(desc: torch.Tensor, theta: torch.Tensor, group_order: i
     j = torch.arange(n, device=desc.device)
     idx0 = (j[None, :] + i0.long()[:, None]) % n  # [K, N]
     idx1 = (idx0 + 1) % n
-    fields = desc.reshape(k, -1, n)
+    fields = desc.reshape(k, desc.shape[1] // n, n)  # explicit: K may be 0 (a view without keypoints)
     g0 = fields.gather(2, idx0[:, None, :].expand_as(fields))
     g1 = fields.gather(2, idx1[:, None, :].expand_as(fields))
-    return ((1 - f) * g0 + f * g1).reshape(k, -1)
+    return ((1 - f) * g0 + f * g1).reshape(desc.shape)
 
 
 def sample_keypoint_descriptors(topo: DescriptorTopology, dmap: torch.Tensor, xy: torch.Tensor,

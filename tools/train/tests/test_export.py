@@ -12,7 +12,7 @@ from strek_train import export, train
 from strek_train.basis import rot90
 from strek_train.config import default_config, descriptor_stride, heatmap_margin
 from strek_train.data import synthetic_image
-from strek_train.descriptor import Descriptor
+from strek_train.descriptor import Descriptor, build_descriptor
 from strek_train.detector import Detector
 from strek_train.reference import expected_tensor_names, run_model
 from strek_train.sampler import SamplerConfig
@@ -142,3 +142,58 @@ def test_export_round_trip_and_golden(tiny_runs):
     assert torch.equal(golden["heatmap"], golden["group_logits"].max(0).values)
     assert golden["orientation"].min() >= 0 and golden["orientation"].max() < 2 * math.pi
     assert torch.allclose(golden["descriptor_map"].norm(dim=0), torch.ones(h // s, w // s, dtype=torch.float64))
+
+
+def test_group_descriptor_run_export_round_trip_and_golden(tiny_runs):
+    """Version 2: a tiny group_unet run (InfoNCE, jittered positives, camera-like changes, full-resolution crops),
+    exported; the dense tensors alone reproduce the module's map and the aligned keypoint descriptors."""
+    import cv2
+
+    root, det_dir, _ = tiny_runs
+    hires_dir = root / "hires"
+    hires_dir.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(3):
+        cv2.imwrite(str(hires_dir / f"h{i}.png"), np.round(synthetic_image(rng, 300, 340) * 255).astype(np.uint8))
+    run = root / "gdesc"
+    common = ["--images", str(root / "images.npy"), "--size", "64", "--batch", "2", "--val-size", "64",
+              "--val-keypoints", "20", "--log-every", "1", "--val-every", "2", "--desc-keypoints", "16",
+              "--descriptor-kind", "group_unet", "--desc-loss", "infonce", "--pos-jitter", "1.5", "--augment", "real",
+              "--hires", "0.5", "--hires-data", str(hires_dir), "--detector", str(det_dir / "checkpoint.pt")]
+    train.main(["--stage", "descriptor", "--out", str(run), "--steps", "2", *common])
+    rows = open(run / "log.csv").read().strip().splitlines()
+    header = rows[0].split(",")
+    last = dict(zip(header, rows[-1].split(",")))
+    assert last["step"] == "2" and all(last[k] for k in ["val_mma3", "val_mma3_real", "val_mma3_hires"])
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["model_config"]["descriptor"]["kind"] == "group_unet"
+    assert ckpt["train_config"]["pairs"]["augment"] == "real" and ckpt["train_config"]["pairs"]["hires_fraction"] == 0.5
+
+    out, golden_path = root / "g.safetensors", root / "g-golden.safetensors"
+    export.main(["--detector", str(det_dir / "checkpoint.pt"), "--descriptor", str(run / "checkpoint.pt"),
+                 "-o", str(out), "--golden", str(golden_path)])
+    with safe_open(str(out), "pt") as f:
+        cfg = json.loads(f.metadata()["strek.config"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert cfg["descriptor"] == ckpt["model_config"]["descriptor"]
+    assert sorted(tensors) == sorted(expected_tensor_names(cfg))
+    desc = build_descriptor(cfg)
+    desc.load_state_dict(ckpt["model"])
+    desc = desc.double().eval()
+    image = torch.from_numpy(export.golden_image())
+    keypoints = export.golden_keypoints(*image.shape)
+    ref = run_model(tensors, cfg, image, keypoints=keypoints)
+    x = ((image.double() / 255 - cfg["input"]["mean"]) / cfg["input"]["std"])[None, None]
+    with torch.no_grad():
+        dmap = desc(x)[0]
+        module_desc = desc.sample(dmap, keypoints[:, :2], keypoints[:, 2], tuple(image.shape))
+    assert float((ref["descriptor_map"] - dmap).abs().max()) < 1e-5
+    assert float((ref["descriptors"] - module_desc).abs().max()) < 1e-5
+    with safe_open(str(golden_path), "pt") as f:
+        golden = {k: f.get_tensor(k) for k in f.keys()}
+    assert torch.equal(golden["keypoints"], keypoints)
+    assert tuple(golden["descriptor_map"].shape) == (128, 12, 16)  # 47 x 61 -> 24 x 31 -> 12 x 16
+    assert tuple(golden["descriptors"].shape) == (len(keypoints), 128)
+    for k, v in ref.items():
+        assert torch.equal(golden[k], v), k
+    assert torch.allclose(golden["descriptors"].norm(dim=1), torch.ones(len(keypoints), dtype=torch.float64))
