@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 PANELS = {
     "detector": [("reward", "mean reward per counted draw"), ("points", "sampled keypoints per view"),
                  ("repeated", "repeated share of visible draws"), ("val_rep3", "validation rep@3 (top-k, NMS)")],
-    "descriptor": [("loss", "triplet loss"), ("active", "share of violated triplets"),
+    "descriptor": [("loss", "loss (triplet or InfoNCE)"), ("active", "violated triplets / wrong top-1 (InfoNCE)"),
                    ("pos_dist", "positive distance"), ("val_mma3", "validation mma@3 (mutual NN)")],
 }
 
@@ -73,12 +73,19 @@ def main(argv=None) -> None:
     for row, (stage, path, series, starts) in enumerate(runs):
         for col, (key, title) in enumerate(PANELS[stage]):
             ax = axes[row][col]
-            pts = series.get(key, [])
-            if pts:
-                steps, values = zip(*pts)
-                is_val = key.startswith("val_")
-                ax.plot(steps, values if is_val else smooth(list(values), args.smooth), marker="o" if is_val else None,
-                        markersize=3)
+            is_val = key.startswith("val_")
+            # Validation panels also draw the held-out sets under camera-like changes and at full resolution.
+            variants = [(key, "basic")] + ([(key + "_real", "real"), (key + "_hires", "hires")] if is_val else [])
+            drawn = 0
+            for name, label in variants:
+                pts = series.get(name, [])
+                if pts:
+                    steps, values = zip(*pts)
+                    ax.plot(steps, values if is_val else smooth(list(values), args.smooth),
+                            marker="o" if is_val else None, markersize=3, label=label)
+                    drawn += 1
+            if drawn > 1:
+                ax.legend(fontsize=8)
             for start in starts:
                 ax.axvline(start, color="grey", linestyle="--", linewidth=1)
             ax.set_title(f"{stage}: {title}", fontsize=10)
