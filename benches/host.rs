@@ -1,8 +1,11 @@
 //! Benchmarks of the host-side hot paths around the GPU (criterion):
 //! - `readback/*`: turning the bytes read back from the GPU (keypoint records and descriptors of the top k) into
 //!   `Features`, for a batch of 1 and of 8 images of 1000 keypoints;
-//! - `matching/*`: the plain-Rust mutual nearest neighbours (the CPU matcher and the GPU's reference), 1000 x 1000
-//!   and 1000 x 2000 descriptors of 128 dimensions;
+//! - `matching/*`: mutual nearest neighbours of 1000 x 1000, 2000 x 2000 and 8000 x 8000 descriptors of 128
+//!   dimensions: the CPU matcher (`cpu::matching`, all threads and one) beside the plain-Rust reference (the oracle;
+//!   not run at 8000, where it takes seconds);
+//! - `verification/*`: one pair's fundamental-matrix RANSAC (and the essential matrix with known intrinsics) on 300
+//!   matches of a synthetic two-view scene with 30 % and 70 % outliers, as `strek colmap` verifies each pair;
 //! - `ransac/*`: homography estimation on 1000 correspondences with 20 %, 50 % and 80 % outliers, and the
 //!   normalised DLT on 1000 inliers;
 //! - `evaluate_pair`: every metric of one pair of 1000 keypoints (visibility, repeatability, matching, RANSAC).
@@ -14,7 +17,10 @@ use std::hint::black_box;
 use strek::eval::homography::{dlt, estimate, Ransac};
 use strek::eval::metrics::{evaluate_pair, Protocol};
 use strek::geometry::Homography;
-use strek::ops::matching::{mutual_nearest_reference, Matcher};
+use strek::colmap::{fundamental, verify};
+use strek::cpu::matching::mutual_nearest;
+use strek::ops::matching::mutual_nearest_reference;
+use strek::Matcher;
 use strek::ops::nms_topk::KeypointRecord;
 use strek::rng::Rng;
 use strek::Features;
@@ -88,12 +94,63 @@ fn matching(c: &mut Criterion) {
     let mut rng = Rng::new(2);
     let mut group = c.benchmark_group("matching");
     group.sample_size(10);
-    for (na, nb) in [(1000usize, 1000usize), (1000, 2000)] {
-        let (a, b) = (features(&mut rng, na), features(&mut rng, nb));
-        // throughput in multiply-adds of the two similarity passes
-        group.throughput(Throughput::Elements(2 * (na * nb * DIM) as u64));
-        group.bench_function(BenchmarkId::new("mutual_nearest_cpu", format!("{na}x{nb}")), |bench| {
-            bench.iter(|| black_box(mutual_nearest_reference(&a, &b, 1.0)))
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for n in [1000usize, 2000, 8000] {
+        let (a, b) = (features(&mut rng, n), features(&mut rng, n));
+        // throughput in multiply-adds of the similarity matrix (the CPU matcher computes it once for both
+        // directions, the reference twice)
+        group.throughput(Throughput::Elements((n * n * DIM) as u64));
+        let size = format!("{n}x{n}");
+        group.bench_function(BenchmarkId::new("cpu_matcher", &size), |bench| bench.iter(|| black_box(mutual_nearest(&a, &b, 1.0))));
+        group.bench_function(BenchmarkId::new("cpu_matcher_1thread", &size), |bench| {
+            bench.iter(|| one_thread.install(|| black_box(mutual_nearest(&a, &b, 1.0))))
+        });
+        if n <= 2000 {
+            group.bench_function(BenchmarkId::new("reference", &size), |bench| {
+                bench.iter(|| black_box(mutual_nearest_reference(&a, &b, 1.0)))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Matches of a synthetic two-view scene (TUM's intrinsics, a small rotation and translation) in COLMAP's layout
+/// of keypoint rows, a share `outliers` of them random.
+fn two_view(rng: &mut Rng, n: usize, outliers: f32) -> (Vec<[f32; 6]>, Vec<[f32; 6]>, fundamental::Mat3) {
+    let k = fundamental::calibration(535.4, 539.2, 320.1, 247.6);
+    let (s, c) = 0.1f64.sin_cos();
+    let project = |p: [f64; 3]| [(k[0][0] * p[0] / p[2] + k[0][2]) as f32, (k[1][1] * p[1] / p[2] + k[1][2]) as f32];
+    let row = |p: [f32; 2]| [p[0], p[1], 1.0, 0.0, 0.0, 1.0];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    while a.len() < n {
+        let z = rng.range(3.0, 8.0) as f64;
+        let p = [rng.range(-0.6, 0.6) as f64 * z, rng.range(-0.45, 0.45) as f64 * z, z];
+        // rotation about the y axis, then a sideways step
+        let q = [c * p[0] + s * p[2] + 0.4, p[1] - 0.05, -s * p[0] + c * p[2] + 0.1];
+        let (pa, mut pb) = (project(p), project(q));
+        if rng.uniform() < outliers {
+            pb = [rng.range(0.0, 640.0), rng.range(0.0, 480.0)];
+        }
+        a.push(row([pa[0] + 0.5 * rng.normal(), pa[1] + 0.5 * rng.normal()]));
+        b.push(row([pb[0] + 0.5 * rng.normal(), pb[1] + 0.5 * rng.normal()]));
+    }
+    (a, b, k)
+}
+
+fn verification(c: &mut Criterion) {
+    let mut rng = Rng::new(5);
+    let mut group = c.benchmark_group("verification");
+    group.sample_size(10);
+    for outliers in [0.3f32, 0.7] {
+        let (a, b, k) = two_view(&mut rng, 300, outliers);
+        let matches: Vec<(usize, usize)> = (0..a.len()).map(|i| (i, i)).collect();
+        let ransac = fundamental::Ransac::epipolar();
+        let name = format!("{}pct_outliers", (outliers * 100.0).round());
+        group.bench_function(BenchmarkId::new("fundamental_300", &name), |bench| {
+            bench.iter(|| black_box(verify(&a, &b, &matches, None, &ransac, 15)))
+        });
+        group.bench_function(BenchmarkId::new("fundamental_and_essential_300", &name), |bench| {
+            bench.iter(|| black_box(verify(&a, &b, &matches, Some((&k, &k)), &ransac, 15)))
         });
     }
     group.finish();
@@ -156,6 +213,7 @@ fn main() {
     readback(&mut c);
     matching(&mut c);
     ransac(&mut c);
+    verification(&mut c);
     pair(&mut c);
     c.final_summary();
 }

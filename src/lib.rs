@@ -40,6 +40,7 @@ pub mod features;
 pub mod geometry;
 pub mod gpu;
 pub mod image_io;
+pub mod matcher;
 pub mod model;
 pub mod ops;
 pub mod rng;
@@ -55,6 +56,7 @@ pub use extractor::{Config, Extractor, Oversize};
 pub use features::Features;
 pub use gpu::{Gpu, GpuOptions};
 pub use image_io::Image;
+pub use matcher::Matcher;
 pub use weights::Weights;
 
 /// Where the shipped weights live, relative to the repository root.

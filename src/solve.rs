@@ -34,6 +34,47 @@ pub struct Consensus<M> {
     pub iterations: usize,
 }
 
+/// How RANSAC scores a hypothesis: the correspondences whose error is within the threshold.
+pub trait Score<M> {
+    /// Correspondences scored.
+    fn len(&self) -> usize;
+    /// The support of `model` when it is larger than `to_beat`; `None` otherwise, and allowed to stop scoring as
+    /// soon as the correspondences left can no longer lift the support above `to_beat` (where most of RANSAC's time
+    /// goes when the best support is already high).
+    fn support_beyond(&self, model: &M, threshold: f64, to_beat: Option<usize>) -> Option<usize>;
+    /// One flag per correspondence: its error is within the threshold.
+    fn inliers(&self, model: &M, threshold: f64) -> Vec<bool>;
+}
+
+/// A scorer from a per-correspondence error.
+pub struct ErrorFn<F> {
+    pub n: usize,
+    pub error: F,
+}
+
+impl<M, F: Fn(&M, usize) -> f64> Score<M> for ErrorFn<F> {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn support_beyond(&self, model: &M, threshold: f64, to_beat: Option<usize>) -> Option<usize> {
+        let within = |i: usize| ((self.error)(model, i) <= threshold) as usize;
+        let Some(to_beat) = to_beat else { return Some((0..self.n).map(within).sum()) };
+        let mut support = 0;
+        for i in 0..self.n {
+            support += within(i);
+            if support + (self.n - 1 - i) <= to_beat {
+                return None;
+            }
+        }
+        Some(support)
+    }
+
+    fn inliers(&self, model: &M, threshold: f64) -> Vec<bool> {
+        (0..self.n).map(|i| (self.error)(model, i) <= threshold).collect()
+    }
+}
+
 impl Ransac {
     /// RANSAC over `n` correspondences: minimal samples of `K` distinct indices drawn from the seed, `fit` on each
     /// (`None`: degenerate; the draw still counts), a hypothesis' support the correspondences whose `error` is at
@@ -46,29 +87,37 @@ impl Ransac {
         fit: impl Fn(&[usize]) -> Option<M>,
         error: impl Fn(&M, usize) -> f64,
     ) -> Option<Consensus<M>> {
+        self.run_scored::<M, _, K>(fit, &ErrorFn { n, error })
+    }
+
+    /// `run` with the hypotheses scored by `score` (which may score many correspondences at once) and `fit`
+    /// giving any number of models a sample (a minimal solver may have several solutions: each is scored; a refit
+    /// takes the first).
+    pub fn run_scored<M, I: IntoIterator<Item = M>, const K: usize>(&self, fit: impl Fn(&[usize]) -> I, score: &impl Score<M>) -> Option<Consensus<M>> {
+        let n = score.len();
         if n < K {
             return None;
         }
-        let flags = |m: &M| (0..n).map(|i| error(m, i) <= self.threshold).collect::<Vec<bool>>();
         let mut rng = Rng::new(self.seed);
         let mut best: Option<(usize, M)> = None;
         let mut needed = self.max_iterations as f64;
         let mut iterations = 0;
         while (iterations as f64) < needed.min(self.max_iterations as f64) {
             iterations += 1;
-            let Some(model) = fit(&draw_distinct::<K>(&mut rng, n)) else { continue };
-            let support = (0..n).filter(|&i| error(&model, i) <= self.threshold).count();
-            if best.as_ref().is_none_or(|(c, _)| support > *c) {
-                best = Some((support, model));
-                needed = iterations_needed(support as f64 / n as f64, K as i32, self.confidence);
+            for model in fit(&draw_distinct::<K>(&mut rng, n)) {
+                let to_beat = best.as_ref().map(|(c, _)| *c);
+                if let Some(support) = score.support_beyond(&model, self.threshold, to_beat) {
+                    best = Some((support, model));
+                    needed = iterations_needed(support as f64 / n as f64, K as i32, self.confidence);
+                }
             }
         }
         let (_, mut model) = best?;
-        let mut inliers = flags(&model);
+        let mut inliers = score.inliers(&model, self.threshold);
         for _ in 0..10 {
             let chosen: Vec<usize> = (0..n).filter(|&i| inliers[i]).collect();
-            let Some(refit) = fit(&chosen) else { break };
-            let refit_inliers = flags(&refit);
+            let Some(refit) = fit(&chosen).into_iter().next() else { break };
+            let refit_inliers = score.inliers(&refit, self.threshold);
             if count(&refit_inliers) < chosen.len() {
                 break;
             }

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # fn frames() -> Vec<strek::Features> { Vec::new() }
-//! use strek::ops::matching::Matcher;
+//! use strek::Matcher;
 //! use strek::track::{Options, Tracker};
 //! let mut tracker = Tracker::new(Matcher::Cpu, Options::default());
 //! for features in frames() {
@@ -17,7 +17,7 @@
 use crate::colmap::fundamental::{self, Ransac};
 use crate::error::Result;
 use crate::features::Features;
-use crate::ops::matching::Matcher;
+use crate::matcher::Matcher;
 
 #[derive(Clone, Debug)]
 pub struct Options {

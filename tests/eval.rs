@@ -9,7 +9,7 @@ use strek::eval::homography::{dlt, estimate, iterations_needed, Ransac};
 use strek::eval::metrics::{corner_error, evaluate_pair, repeatability, top_k, visible, Protocol};
 use strek::eval::to_image_size;
 use strek::geometry::{rotate_image, Homography};
-use strek::ops::matching::Matcher;
+use strek::Matcher;
 use strek::rng::Rng;
 use strek::Features;
 

@@ -8,6 +8,7 @@
 
 mod common;
 use common::gpu;
+use strek::cpu::matching as cpu_matching;
 use strek::ops::matching::{mutual_from_nearest, mutual_nearest_reference, nearest_reference, GpuMatcher, Nearest};
 use strek::rng::Rng;
 use strek::Features;
@@ -159,4 +160,87 @@ fn exact_ties_across_chunks_go_to_the_lower_index() {
         assert_eq!((n.index, n.best), (i, n.second), "row {i}");
     }
     assert_eq!(got.matches, mutual_nearest_reference(&a, &b, 1.0));
+}
+
+// The CPU matcher (`cpu::matching`) sums in the reference's order, so it must agree bit for bit: indices,
+// similarities and matches, near-ties and exact ties included.
+
+fn assert_cpu_equals_reference(a: &Features, b: &Features) {
+    let what = format!("{}x{} dim {}", a.len(), b.len(), a.dim);
+    let (ab, ba) = cpu_matching::nearest_both(a, b);
+    let bits = |n: &[Nearest]| n.iter().map(|n| (n.index, n.best.to_bits(), n.second.to_bits())).collect::<Vec<_>>();
+    assert_eq!(bits(&ab), bits(&nearest_reference(a, b)), "{what}: a->b");
+    assert_eq!(bits(&ba), bits(&nearest_reference(b, a)), "{what}: b->a");
+    for ratio in [1.0, 0.9, 0.8] {
+        assert_eq!(cpu_matching::mutual_nearest(a, b, ratio), mutual_nearest_reference(a, b, ratio), "{what} ratio {ratio}");
+    }
+}
+
+#[test]
+fn cpu_matcher_equals_reference_on_odd_counts_and_dimensions() {
+    let mut rng = Rng::new(21);
+    // sizes around the tile (4 rows x 32 columns) and the parallel chunk (256 rows); dimensions 1 to 4096
+    let cases = [(1, 1, 128), (1, 7, 128), (7, 1, 128), (7, 7, 3), (1, 1, 1), (33, 65, 130), (100, 37, 256), (257, 31, 128), (513, 33, 64), (5, 70, 300), (9, 40, 4096)];
+    for &(na, nb, dim) in &cases {
+        let a = random_features(&mut rng, na, dim);
+        let b = random_features(&mut rng, nb, dim);
+        assert_cpu_equals_reference(&a, &b);
+    }
+}
+
+#[test]
+fn cpu_matcher_equals_reference_on_thousands_with_near_copies() {
+    let mut rng = Rng::new(22);
+    let a = random_features(&mut rng, 1000, 128);
+    let mut b = random_features(&mut rng, 1300, 128);
+    for i in 0..900 {
+        let mut d: Vec<f32> = a.descriptor(i).iter().map(|v| v + 0.05 * rng.normal() / 11.3).collect();
+        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+        d.iter_mut().for_each(|v| *v /= norm);
+        b.descriptors[i * 128..(i + 1) * 128].copy_from_slice(&d);
+    }
+    assert_cpu_equals_reference(&a, &b);
+    assert!(cpu_matching::mutual_nearest(&a, &b, 1.0).iter().filter(|(i, j)| i == j).count() >= 880);
+}
+
+#[test]
+fn cpu_matcher_ties_go_to_the_lower_index_across_lanes_and_chunks() {
+    let mut rng = Rng::new(23);
+    // a's rows 0..5 appear in b at columns i, 16 + i (another lane), 33 + i (another tile) and 700 + i; a itself
+    // repeats row 0 at rows 300 and 600 (other parallel chunks), so columns tie across chunks too
+    let mut a = random_features(&mut rng, 700, 128);
+    let mut b = random_features(&mut rng, 800, 128);
+    for i in 0..5 {
+        for col in [i, 16 + i, 33 + i, 700 + i] {
+            b.descriptors[col * 128..(col + 1) * 128].copy_from_slice(&a.descriptors[i * 128..(i + 1) * 128]);
+        }
+    }
+    for row in [300, 600] {
+        a.descriptors.copy_within(0..128, row * 128);
+    }
+    assert_cpu_equals_reference(&a, &b);
+    let (ab, ba) = cpu_matching::nearest_both(&a, &b);
+    for (i, n) in ab.iter().enumerate().take(5) {
+        assert_eq!((n.index, n.best), (i, n.second), "row {i}: the first of the identical columns, an exact tie");
+    }
+    assert_eq!(ba[0].index, 0, "column 0 ties rows 0, 300 and 600: the lowest row wins");
+}
+
+#[test]
+fn cpu_matcher_handles_nan_empty_and_mismatched_sets() {
+    let mut rng = Rng::new(24);
+    let mut a = random_features(&mut rng, 9, 16);
+    let b = random_features(&mut rng, 40, 16);
+    // a NaN descriptor never wins and never becomes a second; a row of NaN has no nearest neighbour
+    a.descriptors[3 * 16] = f32::NAN;
+    a.descriptors[5 * 16..6 * 16].fill(f32::NAN);
+    assert_cpu_equals_reference(&a, &b);
+    assert_eq!(cpu_matching::nearest_both(&a, &b).0[5].index, usize::MAX);
+    let empty = Features::empty([10, 10], 16);
+    assert_eq!(cpu_matching::nearest_both(&a, &empty), (vec![], vec![]));
+    assert!(cpu_matching::mutual_nearest(&empty, &b, 1.0).is_empty());
+    let other = random_features(&mut rng, 5, 8);
+    assert!(cpu_matching::mutual_nearest(&a, &other, 1.0).is_empty());
+    let err = strek::Matcher::Cpu.mutual_nearest(&a, &other, 1.0).unwrap_err().to_string();
+    assert!(err.contains("16") && err.contains("8"), "{err}");
 }

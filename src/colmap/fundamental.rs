@@ -4,7 +4,7 @@
 //!
 //! A homography is right only for a plane or a pure rotation; the frames of a moving camera in a room need this.
 
-use crate::solve::{count, symmetric_eigen};
+use crate::solve::{count, symmetric_eigen, Score};
 
 /// A row-major 3x3 matrix.
 pub type Mat3 = [[f64; 3]; 3];
@@ -27,13 +27,17 @@ impl Estimate {
     }
 }
 
+/// The eight-point algorithm's minimum (and its least-squares fit on more).
 const SAMPLE: usize = 8;
+/// RANSAC's minimal sample: seven correspondences give one to three fundamental matrices.
+const MINIMAL: usize = 7;
 
-/// Robust fundamental matrix from correspondences `from[i] <-> to[i]`: RANSAC on samples of 8, the number of
-/// iterations shrinking as better hypotheses appear, then eight-point refits on all inliers until the inlier set
-/// is stable. `None` with fewer than 8 correspondences or when no sample gives a matrix.
+/// Robust fundamental matrix from correspondences `from[i] <-> to[i]`: RANSAC on samples of 7 (the seven-point
+/// algorithm, up to three matrices a sample, as COLMAP's), the number of iterations shrinking as better hypotheses
+/// appear, then eight-point least-squares refits on all inliers until the inlier set is stable. `None` with fewer
+/// than 8 correspondences or when no sample gives a matrix.
 pub fn estimate(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac) -> Option<Estimate> {
-    robust(from, to, settings, &eight_point)
+    robust(from, to, settings, &|f| f)
 }
 
 /// Robust essential matrix of cameras with calibration matrices `k1`, `k2`: as `estimate`, every hypothesis (and
@@ -42,9 +46,8 @@ pub fn estimate(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac) -> Option
 /// `K2^-T E K1^-1`) and E.
 pub fn estimate_essential(from: &[[f64; 2]], to: &[[f64; 2]], k1: &Mat3, k2: &Mat3, settings: &Ransac) -> Option<(Estimate, Mat3)> {
     let (k1_inv, k2_inv) = (inverse_calibration(k1), inverse_calibration(k2));
-    let implied = |e: &Mat3| multiply(&multiply(&transpose(&k2_inv), e), &k1_inv);
-    let fit = |a: &[[f64; 2]], b: &[[f64; 2]]| eight_point(a, b).map(|f| implied(&essential_from_fundamental(&f, k1, k2)));
-    let estimate = robust(from, to, settings, &fit)?;
+    let implied = |f: Mat3| multiply(&multiply(&transpose(&k2_inv), &essential_from_fundamental(&f, k1, k2)), &k1_inv);
+    let estimate = robust(from, to, settings, &implied)?;
     let e = essential_from_fundamental(&estimate.fundamental, k1, k2);
     Some((estimate, e))
 }
@@ -55,26 +58,160 @@ pub fn inverse_calibration(k: &Mat3) -> Mat3 {
     [[1.0 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], [0.0, 1.0 / fy, -cy / fy], [0.0, 0.0, 1.0]]
 }
 
-/// Maps correspondences (8 or more) to a fundamental matrix.
-type Fit<'a> = &'a dyn Fn(&[[f64; 2]], &[[f64; 2]]) -> Option<Mat3>;
-
-/// RANSAC around `fit`, scored by the Sampson distance.
-fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, fit: Fit) -> Option<Estimate> {
-    if to.len() != from.len() {
+/// RANSAC with the seven-point algorithm on minimal samples and the eight-point one on refits, every matrix passed
+/// through `project` (the identity, or the projection onto essential matrices) before it is scored. The points are
+/// normalised once (Hartley's normalisation of each image's points) rather than per sample.
+fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn Fn(Mat3) -> Mat3) -> Option<Estimate> {
+    if to.len() != from.len() || from.len() < SAMPLE {
         return None;
     }
-    let fit_chosen = |chosen: &[usize]| {
+    let (t1, t2) = (normalization(from)?, normalization(to)?);
+    let moved = |t: &Mat3, p: &[[f64; 2]]| -> Vec<[f64; 2]> { p.iter().map(|q| [t[0][0] * q[0] + t[0][2], t[1][1] * q[1] + t[1][2]]).collect() };
+    let (nf, nt) = (moved(&t1, from), moved(&t2, to));
+    let fit = |chosen: &[usize]| -> Solutions {
+        if chosen.len() == MINIMAL {
+            let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nf[chosen[k]]);
+            let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nt[chosen[k]]);
+            return seven_point_normalized(&a, &b, &t1, &t2).map(project);
+        }
         let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = chosen.iter().map(|&i| (from[i], to[i])).unzip();
-        fit(&a, &b)
+        eight_point(&a, &b).map(project).into_iter().collect()
     };
-    let error = |f: &Mat3, i: usize| sampson_distance(f, from[i], to[i]);
-    let found = settings.run::<_, SAMPLE>(from.len(), fit_chosen, error)?;
+    let found = settings.run_scored::<_, _, MINIMAL>(fit, &Sampson::new(from, to))?;
     Some(Estimate { fundamental: found.model, inliers: found.inliers, iterations: found.iterations })
+}
+
+/// Up to three fundamental matrices (the solutions of one minimal sample), without an allocation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Solutions {
+    f: [Mat3; 3],
+    len: usize,
+}
+
+impl Solutions {
+    fn push(&mut self, f: Mat3) {
+        self.f[self.len] = f;
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn map(mut self, g: impl Fn(Mat3) -> Mat3) -> Self {
+        for f in &mut self.f[..self.len] {
+            *f = g(*f);
+        }
+        self
+    }
+}
+
+impl IntoIterator for Solutions {
+    type Item = Mat3;
+    type IntoIter = std::iter::Take<std::array::IntoIter<Mat3, 3>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.f.into_iter().take(self.len)
+    }
+}
+
+impl FromIterator<Mat3> for Solutions {
+    fn from_iter<I: IntoIterator<Item = Mat3>>(iter: I) -> Self {
+        let mut s = Solutions::default();
+        iter.into_iter().take(3).for_each(|f| s.push(f));
+        s
+    }
 }
 
 /// Flags the correspondences whose Sampson distance is at most `threshold`.
 pub fn inliers(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]], threshold: f64) -> Vec<bool> {
-    from.iter().zip(to).map(|(p, q)| sampson_distance(f, *p, *q) <= threshold).collect()
+    Sampson::new(from, to).inliers(f, threshold)
+}
+
+/// Correspondences laid out for scoring many at once (one array per coordinate), so that the Sampson distances of a
+/// block compile to vector instructions.
+struct Sampson {
+    px: Vec<f64>,
+    py: Vec<f64>,
+    qx: Vec<f64>,
+    qy: Vec<f64>,
+}
+
+/// Correspondences scored between two checks of the early exit.
+const BLOCK: usize = 64;
+
+impl Sampson {
+    fn new(from: &[[f64; 2]], to: &[[f64; 2]]) -> Self {
+        Sampson {
+            px: from.iter().map(|p| p[0]).collect(),
+            py: from.iter().map(|p| p[1]).collect(),
+            qx: to.iter().map(|q| q[0]).collect(),
+            qy: to.iter().map(|q| q[1]).collect(),
+        }
+    }
+
+    /// How many of correspondences `range` are within `threshold`.
+    #[inline(always)]
+    fn within(&self, f: &Mat3, threshold: f64, range: std::ops::Range<usize>) -> usize {
+        let (px, py, qx, qy) = (&self.px[range.clone()], &self.py[range.clone()], &self.qx[range.clone()], &self.qy[range]);
+        let threshold2 = threshold * threshold;
+        let mut count = 0;
+        for i in 0..px.len() {
+            // sampson_distance <= threshold, squared (no square root or division in the loop)
+            let fp = [
+                f[0][0] * px[i] + f[0][1] * py[i] + f[0][2],
+                f[1][0] * px[i] + f[1][1] * py[i] + f[1][2],
+                f[2][0] * px[i] + f[2][1] * py[i] + f[2][2],
+            ];
+            let ftq = [f[0][0] * qx[i] + f[1][0] * qy[i] + f[2][0], f[0][1] * qx[i] + f[1][1] * qy[i] + f[2][1]];
+            let residual = qx[i] * fp[0] + qy[i] * fp[1] + fp[2];
+            let gradient = fp[0] * fp[0] + fp[1] * fp[1] + ftq[0] * ftq[0] + ftq[1] * ftq[1];
+            count += ((gradient > 0.0) & (residual * residual <= threshold2 * gradient)) as usize;
+        }
+        count
+    }
+
+    #[inline(always)]
+    fn support_blocks(&self, f: &Mat3, threshold: f64, to_beat: Option<usize>) -> Option<usize> {
+        let n = self.px.len();
+        let mut support = 0;
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            support += self.within(f, threshold, start..end);
+            if to_beat.is_some_and(|b| support + (n - end) <= b) {
+                return None;
+            }
+        }
+        Some(support)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn support_blocks_avx512(s: &Sampson, f: &Mat3, threshold: f64, to_beat: Option<usize>) -> Option<usize> {
+    s.support_blocks(f, threshold, to_beat)
+}
+
+impl Score<Mat3> for Sampson {
+    fn len(&self) -> usize {
+        self.px.len()
+    }
+
+    fn support_beyond(&self, f: &Mat3, threshold: f64, to_beat: Option<usize>) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { support_blocks_avx512(self, f, threshold, to_beat) };
+        }
+        self.support_blocks(f, threshold, to_beat)
+    }
+
+    fn inliers(&self, f: &Mat3, threshold: f64) -> Vec<bool> {
+        (0..self.px.len()).map(|i| self.within(f, threshold, i..i + 1) == 1).collect()
+    }
 }
 
 /// Sampson distance of `p <-> q` (pixels): `|q^T F p| / sqrt((Fp)_x^2 + (Fp)_y^2 + (F^T q)_x^2 + (F^T q)_y^2)`,
@@ -88,6 +225,165 @@ pub fn sampson_distance(f: &Mat3, p: [f64; 2], q: [f64; 2]) -> f64 {
         return f64::INFINITY;
     }
     residual.abs() / gradient.sqrt()
+}
+
+/// Seven-point algorithm (Hartley & Zisserman, 11.1.2): both point sets normalised as for the eight-point
+/// algorithm, the 7 x 9 system `q^T F p = 0` has a two-dimensional null space F1, F2; the matrices
+/// `F2 + l (F1 - F2)` of determinant zero (rank 2, so no projection is needed) are the real roots of a cubic in l.
+/// One to three matrices of unit Frobenius norm; none when the sample is degenerate.
+pub fn seven_point(from: &[[f64; 2]], to: &[[f64; 2]]) -> Solutions {
+    if from.len() != MINIMAL || to.len() != MINIMAL {
+        return Solutions::default();
+    }
+    let (Some(t1), Some(t2)) = (normalization(from), normalization(to)) else { return Solutions::default() };
+    let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t1[0][0] * from[k][0] + t1[0][2], t1[1][1] * from[k][1] + t1[1][2]]);
+    let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t2[0][0] * to[k][0] + t2[0][2], t2[1][1] * to[k][1] + t2[1][2]]);
+    seven_point_normalized(&a, &b, &t1, &t2)
+}
+
+/// `seven_point` on points already moved by the normalisations `t1`, `t2` (similarities), which the result undoes.
+fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], t1: &Mat3, t2: &Mat3) -> Solutions {
+    let mut a = [[0.0; 9]; MINIMAL];
+    for ((&[x, y], &[u, v]), row) in from.iter().zip(to).zip(a.iter_mut()) {
+        *row = [u * x, u * y, u, v * x, v * y, v, x, y, 1.0];
+    }
+    let mut out = Solutions::default();
+    let Some([f1, f2]) = null_space_2(a) else { return out };
+    let g: [f64; 9] = std::array::from_fn(|i| f1[i] - f2[i]);
+    let at = |l: f64| -> Mat3 { std::array::from_fn(|i| std::array::from_fn(|j| f2[3 * i + j] + l * g[3 * i + j])) };
+    // det(F2 + l G) = c0 + c1 l + c2 l^2 + c3 l^3, from its values at l = 0, 1, -1 and its leading term det(G)
+    let (c0, c3) = (determinant(&at(0.0)), determinant(&std::array::from_fn(|i| std::array::from_fn(|j| g[3 * i + j]))));
+    let (plus, minus) = (determinant(&at(1.0)), determinant(&at(-1.0)));
+    let (c2, c1) = ((plus + minus) / 2.0 - c0, (plus - minus) / 2.0 - c3);
+    for l in real_cubic_roots(c3, c2, c1, c0) {
+        let f = denormalized(&at(l), t1, t2);
+        let norm = f.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 1e-300 && norm.is_finite() {
+            out.push(f.map(|row| row.map(|v| v / norm)));
+        }
+    }
+    out
+}
+
+/// `T2^T F T1` for similarities `T = [[s, 0, tx], [0, s, ty], [0, 0, 1]]`, written out.
+fn denormalized(f: &Mat3, t1: &Mat3, t2: &Mat3) -> Mat3 {
+    let (s1, x1, y1) = (t1[0][0], t1[0][2], t1[1][2]);
+    let (s2, x2, y2) = (t2[0][0], t2[0][2], t2[1][2]);
+    // rows of F T1
+    let r: Mat3 = std::array::from_fn(|i| [f[i][0] * s1, f[i][1] * s1, f[i][0] * x1 + f[i][1] * y1 + f[i][2]]);
+    [
+        [s2 * r[0][0], s2 * r[0][1], s2 * r[0][2]],
+        [s2 * r[1][0], s2 * r[1][1], s2 * r[1][2]],
+        std::array::from_fn(|j| x2 * r[0][j] + y2 * r[1][j] + r[2][j]),
+    ]
+}
+
+/// Two vectors spanning the null space of a 7 x 9 matrix of rank 7, by Gaussian elimination with partial
+/// pivoting; `None` when a pivot vanishes (a degenerate sample: RANSAC draws another). The rows are made of
+/// normalised coordinates, so their entries are of order 1 (the last is 1) and the pivot test is absolute.
+fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
+    let scale = 1.0;
+    for k in 0..MINIMAL {
+        let mut pivot = k;
+        for r in k + 1..MINIMAL {
+            if a[r][k].abs() > a[pivot][k].abs() {
+                pivot = r;
+            }
+        }
+        if !(a[pivot][k].abs() > 1e-10 * scale) {
+            return None;
+        }
+        a.swap(k, pivot);
+        let inverse = 1.0 / a[k][k];
+        for r in k + 1..MINIMAL {
+            let factor = a[r][k] * inverse;
+            for c in k..9 {
+                a[r][c] -= factor * a[k][c];
+            }
+        }
+    }
+    // the two free unknowns (the last two) set to (1, 0) and (0, 1), the others by back substitution
+    let solve = |free: [f64; 2]| -> [f64; 9] {
+        let mut x = [0.0; 9];
+        x[7] = free[0];
+        x[8] = free[1];
+        for k in (0..MINIMAL).rev() {
+            let mut sum = 0.0;
+            for c in k + 1..9 {
+                sum += a[k][c] * x[c];
+            }
+            x[k] = -sum / a[k][k];
+        }
+        x
+    };
+    Some([solve([1.0, 0.0]), solve([0.0, 1.0])])
+}
+
+/// The real roots of `a x^3 + b x^2 + c x + d` (a quadratic or linear one when the leading terms vanish).
+fn real_cubic_roots(a: f64, b: f64, c: f64, d: f64) -> Roots {
+    let size = a.abs().max(b.abs()).max(c.abs()).max(d.abs());
+    if !(size > 0.0) || !size.is_finite() {
+        return Roots::default();
+    }
+    if a.abs() <= 1e-12 * size {
+        // quadratic b x^2 + c x + d
+        if b.abs() <= 1e-12 * size {
+            return if c != 0.0 { Roots::of(&[-d / c]) } else { Roots::default() };
+        }
+        let disc = c * c - 4.0 * b * d;
+        if disc < 0.0 {
+            return Roots::default();
+        }
+        let q = -0.5 * (c + c.signum() * disc.sqrt());
+        return if q != 0.0 { Roots::of(&[q / b, d / q]) } else { Roots::of(&[0.0]) };
+    }
+    // x = t - b / 3a turns it into t^3 + p t + q
+    let (b, c, d) = (b / a, c / a, d / a);
+    let p = c - b * b / 3.0;
+    let q = 2.0 * b * b * b / 27.0 - b * c / 3.0 + d;
+    let shift = -b / 3.0;
+    let disc = q * q / 4.0 + p * p * p / 27.0;
+    if disc > 0.0 {
+        let s = disc.sqrt();
+        Roots::of(&[(-q / 2.0 + s).cbrt() + (-q / 2.0 - s).cbrt() + shift])
+    } else if p == 0.0 {
+        Roots::of(&[shift])
+    } else {
+        // three real roots (two equal when disc is 0): the trigonometric form
+        let r = (-p / 3.0).sqrt();
+        let phi = (3.0 * q / (2.0 * p * r)).clamp(-1.0, 1.0).acos() / 3.0;
+        let root = |k: f64| 2.0 * r * (phi - 2.0 * std::f64::consts::PI * k / 3.0).cos() + shift;
+        Roots::of(&[root(0.0), root(1.0), root(2.0)])
+    }
+}
+
+/// Up to three real numbers.
+#[derive(Default)]
+struct Roots {
+    x: [f64; 3],
+    len: usize,
+}
+
+impl Roots {
+    fn of(x: &[f64]) -> Self {
+        let mut r = Roots::default();
+        r.x[..x.len()].copy_from_slice(x);
+        r.len = x.len();
+        r
+    }
+}
+
+impl IntoIterator for Roots {
+    type Item = f64;
+    type IntoIter = std::iter::Take<std::array::IntoIter<f64, 3>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.x.into_iter().take(self.len)
+    }
+}
+
+fn determinant(m: &Mat3) -> f64 {
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
 /// Normalised eight-point algorithm: both point sets moved to their centroid and scaled to a mean distance of
@@ -302,11 +598,6 @@ pub(crate) mod tests {
         Scene { k, r, t, from, to, truth }
     }
 
-    fn determinant(m: &Mat3) -> f64 {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-    }
-
     fn skew(t: [f64; 3]) -> Mat3 {
         [[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]]
     }
@@ -333,6 +624,44 @@ pub(crate) mod tests {
         assert!(same_up_to_scale(&f, &truth, 1e-6));
         let e = essential_from_fundamental(&f, &s.k, &s.k);
         assert!(same_up_to_scale(&e, &multiply(&skew(s.t), &s.r), 1e-6));
+    }
+
+    #[test]
+    fn seven_point_finds_the_true_matrix_among_its_solutions_each_of_rank_two() {
+        for seed in 0..20 {
+            let s = scene(40, 0.0, 0.0, 100 + seed);
+            let solutions = seven_point(&s.from[..7], &s.to[..7]);
+            assert!((1..=3).contains(&solutions.len()), "seed {seed}: {} solutions", solutions.len());
+            for f in solutions {
+                assert!(determinant(&f).abs() < 1e-9, "seed {seed}: det {}", determinant(&f));
+            }
+            // the one that also explains the other 33 points is the true one
+            let k_inv = [[1.0 / s.k[0][0], 0.0, -s.k[0][2] / s.k[0][0]], [0.0, 1.0 / s.k[1][1], -s.k[1][2] / s.k[1][1]], [0.0, 0.0, 1.0]];
+            let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+            let explains_all = |f: &Mat3| s.from.iter().zip(&s.to).all(|(p, q)| sampson_distance(f, *p, *q) < 1e-6);
+            let found: Vec<Mat3> = solutions.into_iter().filter(explains_all).collect();
+            assert_eq!(found.len(), 1, "seed {seed}");
+            assert!(same_up_to_scale(&found[0], &truth, 1e-6), "seed {seed}");
+        }
+        // a degenerate sample (all points the same) gives nothing
+        let same = vec![[10.0, 20.0]; 7];
+        assert!(seven_point(&same, &same).is_empty());
+    }
+
+    #[test]
+    fn cubic_roots_are_real_roots() {
+        let roots = |a: f64, b: f64, c: f64, d: f64| {
+            let mut r: Vec<f64> = real_cubic_roots(a, b, c, d).into_iter().collect();
+            r.sort_by(f64::total_cmp);
+            r
+        };
+        let close = |got: Vec<f64>, want: &[f64]| got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-9);
+        assert!(close(roots(1.0, -6.0, 11.0, -6.0), &[1.0, 2.0, 3.0]), "{:?}", roots(1.0, -6.0, 11.0, -6.0));
+        assert!(close(roots(2.0, 0.0, 2.0, -4.0), &[1.0]));
+        assert!(close(roots(0.0, 1.0, -3.0, 2.0), &[1.0, 2.0]));
+        assert!(close(roots(0.0, 0.0, 2.0, -1.0), &[0.5]));
+        assert!(roots(0.0, 1.0, 0.0, 1.0).is_empty());
+        assert!(roots(f64::NAN, 1.0, 1.0, 1.0).is_empty());
     }
 
     #[test]

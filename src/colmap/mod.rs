@@ -16,7 +16,7 @@ use crate::backend::Extract;
 use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::image_io::Image;
-use crate::ops::matching::Matcher;
+use crate::matcher::Matcher;
 use database::{CameraRow, Configuration, Database, TwoViewRow};
 use fundamental::Mat3;
 use rayon::prelude::*;
@@ -209,12 +209,18 @@ pub fn verify(
         matches.iter().zip(flags).filter(|(_, f)| **f).map(|(&(i, j), _)| (i as u32, j as u32)).collect()
     };
     if let Some((k1, k2)) = calibration {
-        if let Some((calibrated, e)) = fundamental::estimate_essential(&from, &to, k1, k2, ransac) {
-            let count = calibrated.inlier_count();
+        // E is searched among F's inliers (a calibrated geometry explains a subset of them), where its RANSAC ends
+        // after a few samples instead of running to the limit on the outliers again; its inliers are then counted
+        // over all matches.
+        let (from_f, to_f): (Vec<[f64; 2]>, Vec<[f64; 2]>) =
+            from.iter().zip(&to).zip(&estimate.inliers).filter(|(_, f)| **f).map(|((p, q), _)| (*p, *q)).unzip();
+        if let Some((calibrated, e)) = fundamental::estimate_essential(&from_f, &to_f, k1, k2, ransac) {
+            let flags = fundamental::inliers(&calibrated.fundamental, &from, &to, ransac.threshold);
+            let count = crate::solve::count(&flags);
             if count >= min_inliers && count as f64 >= 0.95 * estimate.inlier_count() as f64 {
                 return TwoViewRow {
                     config: Configuration::Calibrated,
-                    inliers: inliers_of(&calibrated.inliers),
+                    inliers: inliers_of(&flags),
                     fundamental: Some(calibrated.fundamental),
                     essential: Some(e),
                 };
@@ -267,6 +273,46 @@ pub fn is_image(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Pairs matched, verified and written together: enough to keep every thread busy, few enough that their matches
+/// take little memory.
+const PAIRS_PER_BLOCK: usize = 256;
+
+/// An extracted image: its id in the database, its features, and its keypoints in COLMAP's layout (what
+/// verification works on).
+type Extracted = (i64, Features, Vec<[f32; 6]>);
+
+/// Mutual nearest neighbours of each pair: one GPU submission per pair on the GPU; pairs spread over CPU threads
+/// otherwise.
+fn match_pairs(pairs: &[(usize, usize)], images: &[Extracted], matcher: &Matcher, ratio: f32) -> Result<Vec<Vec<(usize, usize)>>> {
+    let match_pair = |&(i, j): &(usize, usize)| matcher.mutual_nearest(&images[i].1, &images[j].1, ratio);
+    if matcher.is_cpu() {
+        pairs.par_iter().map(match_pair).collect()
+    } else {
+        pairs.iter().map(match_pair).collect()
+    }
+}
+
+/// Verifies each pair on CPU threads; pair `first + k` of the whole list draws its RANSAC samples from seed + k,
+/// so that a run is reproducible whatever the blocks.
+fn verify_pairs(
+    pairs: &[(usize, usize)],
+    first: usize,
+    matched: &[Vec<(usize, usize)>],
+    images: &[Extracted],
+    calibration: Option<&Mat3>,
+    options: &Options,
+) -> Vec<TwoViewRow> {
+    pairs
+        .par_iter()
+        .zip(matched)
+        .enumerate()
+        .map(|(k, (&(i, j), matches))| {
+            let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add((first + k) as u64), ..options.ransac };
+            verify(&images[i].2, &images[j].2, matches, calibration.map(|k| (k, k)), &ransac, options.min_inliers)
+        })
+        .collect()
+}
+
 /// Extracts, matches, verifies and writes the database at `out` (which must not exist). Unreadable images are
 /// reported through `log` and left out; everything else that fails stops the run without leaving a file.
 pub fn build(
@@ -282,8 +328,7 @@ pub fn build(
 
     // Extraction, a batch at a time; decoding in parallel on the CPU.
     let start = Instant::now();
-    // per image written: its id, features, and keypoints in COLMAP's layout (what verification works on)
-    let mut images: Vec<(i64, Features, Vec<[f32; 6]>)> = Vec::new();
+    let mut images: Vec<Extracted> = Vec::new();
     let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
     for chunk in inputs.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open(&input.path)).collect();
@@ -329,42 +374,30 @@ pub fn build(
         log(&format!("warning: images of {} different sizes share the given intrinsics", cameras.len()));
     }
 
-    // Matching: one GPU submission per pair on the GPU; pairs spread over CPU threads otherwise.
-    let start = Instant::now();
+    // Matching and verification, a block of pairs at a time, written before the next block: memory stays bounded
+    // however many pairs there are.
     let pairs = options.pairs.list(images.len());
-    let match_pair = |&(i, j): &(usize, usize)| matcher.mutual_nearest(&images[i].1, &images[j].1, options.ratio);
-    let matched: Vec<Vec<(usize, usize)>> = match matcher {
-        Matcher::Gpu(_) => pairs.iter().map(match_pair).collect::<Result<_>>()?,
-        Matcher::Cpu => pairs.par_iter().map(match_pair).collect::<Result<_>>()?,
-    };
-    summary.match_seconds = start.elapsed().as_secs_f64();
-
-    // Verification on CPU threads.
-    let start = Instant::now();
     let calibration = options.camera.calibration();
-    let geometries: Vec<TwoViewRow> = pairs
-        .par_iter()
-        .zip(&matched)
-        .enumerate()
-        .map(|(k, (&(i, j), matches))| {
-            let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add(k as u64), ..options.ransac };
-            let k = calibration.as_ref().map(|k| (k, k));
-            verify(&images[i].2, &images[j].2, matches, k, &ransac, options.min_inliers)
-        })
-        .collect();
-    summary.verify_seconds = start.elapsed().as_secs_f64();
-
-    for ((&(i, j), matches), geometry) in pairs.iter().zip(&matched).zip(&geometries) {
-        let (id1, id2) = (images[i].0, images[j].0);
-        let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
-        db.add_matches(id1, id2, &as_u32)?;
-        db.add_two_view_geometry(id1, id2, geometry)?;
-        summary.matches += matches.len();
-        if geometry.config != Configuration::Degenerate {
-            summary.verified_pairs += 1;
-            summary.inlier_matches += geometry.inliers.len();
+    for (b, block) in pairs.chunks(PAIRS_PER_BLOCK).enumerate() {
+        let start = Instant::now();
+        let matched = match_pairs(block, &images, matcher, options.ratio)?;
+        summary.match_seconds += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let first = b * PAIRS_PER_BLOCK;
+        let geometries = verify_pairs(block, first, &matched, &images, calibration.as_ref(), options);
+        summary.verify_seconds += start.elapsed().as_secs_f64();
+        for ((&(i, j), matches), geometry) in block.iter().zip(&matched).zip(&geometries) {
+            let (id1, id2) = (images[i].0, images[j].0);
+            let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
+            db.add_matches(id1, id2, &as_u32)?;
+            db.add_two_view_geometry(id1, id2, geometry)?;
+            summary.matches += matches.len();
+            if geometry.config != Configuration::Degenerate {
+                summary.verified_pairs += 1;
+                summary.inlier_matches += geometry.inliers.len();
+            }
+            summary.calibrated_pairs += (geometry.config == Configuration::Calibrated) as usize;
         }
-        summary.calibrated_pairs += (geometry.config == Configuration::Calibrated) as usize;
     }
     summary.pairs = pairs.len();
     db.finish()?;

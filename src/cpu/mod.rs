@@ -12,6 +12,7 @@ pub mod conv;
 pub mod descriptor;
 pub mod detector;
 pub mod hwc;
+pub mod matching;
 pub mod simd;
 pub mod unet;
 

@@ -5,7 +5,7 @@ use super::homography::{self, Ransac};
 use crate::error::Result;
 use crate::features::Features;
 use crate::geometry::Homography;
-use crate::ops::matching::Matcher;
+use crate::matcher::Matcher;
 use serde::Serialize;
 
 /// Pixel thresholds of mma@t and hacc@t.

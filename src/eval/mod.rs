@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::geometry::{rotate_image, Homography};
 use crate::image_io::Image;
-use crate::ops::matching::Matcher;
+use crate::matcher::Matcher;
 use dataset::DataSet;
 use homography::multiply;
 use metrics::{evaluate_pair, Protocol};

@@ -5,7 +5,7 @@ use super::dataset::DataSet;
 use super::metrics::{Means, PairMetrics, REPEATABILITY_THRESHOLD, THRESHOLDS};
 use super::{Method, Options};
 use crate::error::Result;
-use crate::ops::matching::Matcher;
+use crate::matcher::Matcher;
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;

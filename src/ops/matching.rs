@@ -1,5 +1,5 @@
 //! Descriptor matching (shaders/matching.wgsl): mutual nearest neighbours over L2-normalised descriptors, with an
-//! optional ratio test. The plain-Rust reference here is also the CPU matcher.
+//! optional ratio test, and the plain-Rust reference of both it and the CPU matcher (`cpu::matching`).
 
 use crate::error::{Error, Result};
 use crate::features::Features;
@@ -122,6 +122,11 @@ impl GpuMatcher {
         GpuMatcher { gpu: gpu.clone() }
     }
 
+    /// The adapter it runs on.
+    pub fn adapter(&self) -> String {
+        self.gpu.adapter.to_string()
+    }
+
     pub fn mutual_nearest(&self, a: &Features, b: &Features, ratio: f32) -> Result<Vec<(usize, usize)>> {
         Ok(self.run(a, b, ratio)?.matches)
     }
@@ -218,31 +223,4 @@ fn padded(f: &Features, dim4: usize) -> Vec<f32> {
         out[i * dim4 * 4..i * dim4 * 4 + f.dim].copy_from_slice(f.descriptor(i));
     }
     out
-}
-
-/// Where matching runs: on the GPU, or on the CPU with the reference.
-pub enum Matcher {
-    Gpu(GpuMatcher),
-    Cpu,
-}
-
-impl Matcher {
-    pub fn mutual_nearest(&self, a: &Features, b: &Features, ratio: f32) -> Result<Vec<(usize, usize)>> {
-        match self {
-            Matcher::Gpu(m) => m.mutual_nearest(a, b, ratio),
-            Matcher::Cpu => {
-                if a.dim != b.dim && !a.is_empty() && !b.is_empty() {
-                    return Err(Error::Invalid(format!("descriptor dimensions differ: {} and {}", a.dim, b.dim)));
-                }
-                Ok(mutual_nearest_reference(a, b, ratio))
-            }
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Matcher::Gpu(m) => format!("GPU: {}", m.gpu.adapter),
-            Matcher::Cpu => "CPU".into(),
-        }
-    }
 }

@@ -5,7 +5,8 @@ use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use strek::colmap::{self, fundamental, Camera, Options, Pairs};
-use strek::ops::matching::{GpuMatcher, Matcher};
+use strek::ops::matching::GpuMatcher;
+use strek::Matcher;
 use strek::{backend, Config, Device, Gpu};
 
 /// Write a COLMAP database (cameras, images, keypoints, descriptors, matches, verified two-view geometries) for the

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use strek::eval::dataset::DataSet;
 use strek::eval::metrics::Protocol;
 use strek::eval::{self, Method, Options, Source};
-use strek::ops::matching::{GpuMatcher, Matcher};
+use strek::ops::matching::GpuMatcher;
+use strek::Matcher;
 use strek::{backend, Config, Device, Gpu};
 
 /// Evaluate on HPatches-format sets: repeatability, matching accuracy, homography accuracy, rotation sweep.

@@ -8,7 +8,8 @@ use strek::eval::dataset::fit;
 use strek::eval::homography::{self, multiply, Ransac};
 use strek::eval::metrics::corner_error;
 use strek::geometry::Homography;
-use strek::ops::matching::{GpuMatcher, Matcher};
+use strek::ops::matching::GpuMatcher;
+use strek::Matcher;
 use strek::{backend, Config, Device, Gpu, Image};
 
 /// Match two images: keypoints, mutual nearest-neighbour matches, RANSAC inliers and the homography, as a PNG.
