@@ -199,8 +199,8 @@ fn scan_portable(a: &Features, rows: std::ops::Range<usize>, panels: &Panels) ->
         for tile in 0..panels.padded_columns() / TILE_COLS {
             let col0 = tile * TILE_COLS;
             let mut s = tile_similarities(group, dim, panels, tile);
-            // columns past the last descriptor can never win
-            for row in s.iter_mut() {
+            // columns past the last descriptor (in the last tile) can never win
+            for row in s.iter_mut().filter(|_| col0 + TILE_COLS > panels.columns) {
                 for (l, v) in row.iter_mut().enumerate() {
                     if col0 + l >= panels.columns {
                         *v = f32::NEG_INFINITY;
