@@ -31,12 +31,24 @@ impl Image {
         if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
             return Err(fail("the file is empty (0 bytes)".into()));
         }
-        let reader = image::ImageReader::open(path)
-            .map_err(|e| fail(format!("cannot open ({e})")))?
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot open ({e})")))?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
+        // the extension's format unless the content says otherwise
+        if let Ok(format) = image::ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+        let reader = reader
             .with_guessed_format()
             .map_err(|e| fail(format!("cannot read ({e})")))?;
-        if reader.format().is_none() {
-            return Err(fail("not a recognised image format (PNG, JPEG, PNM, TIFF, BMP, WebP)".into()));
+        match reader.format() {
+            None => return Err(fail("not a recognised image format (PNG, JPEG, PNM, TIFF, BMP, WebP)".into())),
+            Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+                return Err(fail(format!(
+                    "truncated JPEG: the {} bytes end before the end-of-image marker (the decoder would invent the rest)",
+                    bytes.len()
+                )))
+            }
+            Some(_) => {}
         }
         let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode ({e})")))?;
         use image::ImageDecoder;
@@ -113,4 +125,13 @@ impl Image {
         bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
         bytes
     }
+}
+
+/// Whether a JPEG's data reaches its end-of-image marker (FF D9) after its last scan (FF DA). The decoder fills a
+/// file cut short with grey and reports nothing; within a scan a literal FF byte is always followed by 00 or a
+/// restart marker, so FF D9 after the last scan header is the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let Some(scan) = last_scan else { return false };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }

@@ -46,6 +46,31 @@ fn unreadable_truncated_empty_and_missing_image_files_give_clear_errors() {
 }
 
 #[test]
+fn a_truncated_jpeg_is_an_error_not_an_image_with_invented_pixels() {
+    let dir = temp_dir("jpeg");
+    let strek::image_io::Samples::U8(data) = scene(320, 240, 3).samples else { unreachable!() };
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_raw(320, 240, data).unwrap().write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    assert!(jpeg.len() > 3000, "{} bytes", jpeg.len());
+    // whole: decodes; trailing bytes after the end marker (some cameras pad files) are fine too
+    let whole = dir.join("whole.jpg");
+    std::fs::write(&whole, &jpeg).unwrap();
+    assert_eq!(Image::open(&whole).unwrap().width, 320);
+    let padded = dir.join("padded.jpg");
+    std::fs::write(&padded, [&jpeg[..], &[0u8; 64]].concat()).unwrap();
+    assert_eq!(Image::open(&padded).unwrap().width, 320);
+    // cut inside the scan (as a newcomer's 3000-byte copy), or just before the end marker
+    for (name, cut) in [("cut3000.jpg", 3000), ("cut_end.jpg", jpeg.len() - 2), ("cut_header.jpg", 200)] {
+        let path = dir.join(name);
+        std::fs::write(&path, &jpeg[..cut]).unwrap();
+        let err = Image::open(&path).expect_err(name).to_string();
+        assert!(err.contains(name) && err.contains("truncated JPEG"), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn empty_and_tiny_images_give_an_error_or_no_keypoints() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
     let mut extractor = Extractor::new(gpu(), &weights, Default::default()).unwrap();

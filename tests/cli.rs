@@ -145,3 +145,13 @@ fn device_out_of_memory_is_an_error_with_a_message_not_a_crash() {
     assert!(dir.join("out/small.npz").exists() && !dir.join("out/big.npz").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_headless_machine_without_a_runtime_folder_gets_no_window_system_errors() {
+    // Mesa's drivers print "XDG_RUNTIME_DIR is invalid or not set" while wgpu lists adapters, unless strek gives
+    // them a runtime folder of its own
+    let out = Command::new(env!("CARGO_BIN_EXE_strek")).env_remove("XDG_RUNTIME_DIR").arg("info").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

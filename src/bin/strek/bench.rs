@@ -104,8 +104,11 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         return soak_run(gpu.as_ref(), &common, &weights, config, &soak_images, count, &describe);
     }
     let mut rows: Vec<Measurement> = Vec::new();
+    let mut eta = Eta::new(&settings, &weights.config);
     for &(w, h) in &settings.sizes {
         for &batch in &settings.batches {
+            eprintln!("{w}x{h} batch {batch}: {} runs ...", settings.warmup + settings.repetitions.max(1));
+            let row_start = std::time::Instant::now();
             let batch_images = images(&base, w, h, batch);
             if let Some(dir) = &args.save_images {
                 for (i, image) in batch_images.iter().enumerate() {
@@ -126,6 +129,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
                 }
             };
             eprintln!("{w}x{h} batch {batch}: {:.1} ms", 1e3 * row.wall.median);
+            eta.row_done(w, h, batch, row_start.elapsed().as_secs_f64());
             rows.push(row);
         }
     }
@@ -200,4 +204,47 @@ fn soak_run(
         println!("memory grew: a leak");
     }
     Ok(if leaked { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// How long the rest of a benchmark will take, from the first row's rate per multiply-add (the CPU path's default
+/// sizes take many minutes: a user should know before waiting).
+struct Eta {
+    /// Multiply-adds of each row still to run, in order.
+    remaining: Vec<f64>,
+    told: bool,
+}
+
+impl Eta {
+    fn new(settings: &Settings, config: &strek::ModelConfig) -> Self {
+        let runs = (settings.warmup + settings.repetitions.max(1)) as f64;
+        let mut remaining = Vec::new();
+        for &(w, h) in &settings.sizes {
+            for &batch in &settings.batches {
+                let macs = strek::eval::bench::Macs::of(config, w, h);
+                remaining.push(runs * batch as f64 * (macs.detector + macs.descriptor));
+            }
+        }
+        remaining.reverse();
+        Eta { remaining, told: false }
+    }
+
+    fn row_done(&mut self, w: u32, h: u32, batch: usize, seconds: f64) {
+        let Some(done) = self.remaining.pop() else { return };
+        let left = seconds / done * self.remaining.iter().sum::<f64>();
+        if !self.told && left > 30.0 {
+            eprintln!(
+                "about {} left for the other rows (at the rate of {w}x{h} batch {batch}); --sizes, --batch and --reps shorten it",
+                duration(left)
+            );
+            self.told = true;
+        }
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.0} min", seconds / 60.0)
+    }
 }

@@ -97,6 +97,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_window_system_probe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Extract(args) => extract::run(&cli.common, args),
@@ -113,6 +114,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Mesa's Vulkan and GL drivers probe the window system while wgpu lists adapters, and on a headless machine print
+/// "error: XDG_RUNTIME_DIR is invalid or not set" for each, though strek opens no window. A private runtime folder
+/// (what a desktop session would provide) keeps those lines off the user's terminal. Done first in `main`, while the
+/// process has one thread, as changing the environment requires; an existing, usable setting is kept.
+fn quiet_window_system_probe() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir());
+        if usable {
+            return;
+        }
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("strek-runtime-{uid}"));
+        let made = std::fs::create_dir_all(&dir).and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)));
+        if made.is_ok() {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
         }
     }
 }
