@@ -19,14 +19,34 @@ pub struct Image {
     pub samples: Samples,
 }
 
+/// What a file may ask the decoder for. A few megabytes of PNG can claim 60000 x 60000 pixels (a decompression
+/// bomb): decoding it would take gigabytes before anything could check them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeLimits {
+    /// Pixels (width x height) the header may claim.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 250 megapixels: a 20000 x 12500 photo, whose 8-bit RGB pixels take 750 MB.
+    fn default() -> Self {
+        DecodeLimits { max_pixels: 250_000_000 }
+    }
+}
+
 impl Image {
     pub fn gray8(width: u32, height: u32, data: Vec<u8>) -> Self {
         assert_eq!(data.len(), (width * height) as usize, "gray image data does not match its size");
         Image { width, height, channels: 1, samples: Samples::U8(data) }
     }
 
-    /// Reads an image file, applying its EXIF orientation.
+    /// Reads an image file, applying its EXIF orientation, within the default `DecodeLimits`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &DecodeLimits::default())
+    }
+
+    /// Reads an image file within `limits`: the size its header claims is checked before any pixel is decoded.
+    pub fn open_with(path: &Path, limits: &DecodeLimits) -> Result<Self> {
         let fail = |reason: String| Error::Image { path: path.to_path_buf(), reason };
         if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
             return Err(fail("the file is empty (0 bytes)".into()));
@@ -52,6 +72,15 @@ impl Image {
         }
         let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode ({e})")))?;
         use image::ImageDecoder;
+        let (w, h) = decoder.dimensions();
+        if w as u64 * h as u64 > limits.max_pixels {
+            return Err(fail(format!(
+                "its header claims {w} x {h} pixels ({:.0} megapixels), over the decoding limit of {:.0} megapixels \
+                 (--max-megapixels raises it)",
+                w as f64 * h as f64 / 1e6,
+                limits.max_pixels as f64 / 1e6
+            )));
+        }
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
         let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode ({e})")))?;
         img.apply_orientation(orientation);

@@ -155,3 +155,41 @@ fn a_headless_machine_without_a_runtime_folder_gets_no_window_system_errors() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }
+
+/// The first bytes of a PNG whose header claims `width x height` 8-bit gray pixels (the pixel data is cut short:
+/// the limit must refuse it from the header alone).
+fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
+    let ihdr: Vec<u8> = [b"IHDR".as_slice(), &width.to_be_bytes(), &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    let crc = crc32fast::hash(&ihdr);
+    [b"\x89PNG\r\n\x1a\n".as_slice(), &13u32.to_be_bytes(), &ihdr, &crc.to_be_bytes(), &[0, 0, 0, 8], b"IDAT", &[0x78, 0x9c, 0x63, 0x60]]
+        .concat()
+}
+
+#[test]
+fn a_decompression_bomb_is_named_and_skipped_and_the_good_images_are_written() {
+    let dir = temp_dir("bomb");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let scene = strek::demo::scene(80, 64, 7);
+    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
+    let gray = image::GrayImage::from_raw(80, 64, data).unwrap();
+    gray.save(images.join("a.png")).unwrap();
+    gray.save(images.join("c.png")).unwrap();
+    std::fs::write(images.join("b_bomb.png"), png_header_claiming(60000, 60000)).unwrap();
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let out_dir = dir.join("out");
+    let run = |extra: &[&str]| {
+        strek().args(["--device", "cpu", "extract"]).arg(&images).arg("-o").arg(&out_dir).arg("--weights").arg(&weights).args(extra).output().unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("b_bomb.png") && stderr.contains("60000 x 60000") && stderr.contains("decoding limit"), "{stderr}");
+    assert!(out_dir.join("a.npz").exists() && out_dir.join("c.npz").exists() && !out_dir.join("b_bomb.npz").exists());
+    // a lower limit refuses the good images too, by the same rule
+    let out = run(&["--overwrite", "--max-megapixels", "0.001"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("a.png") && stderr.contains("80 x 64"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -147,6 +147,8 @@ pub struct Options {
     pub min_inliers: usize,
     /// Images per extraction call.
     pub batch: usize,
+    /// What an image file may ask the decoder for.
+    pub decode: crate::image_io::DecodeLimits,
 }
 
 impl Default for Options {
@@ -158,6 +160,7 @@ impl Default for Options {
             ransac: fundamental::Ransac::epipolar(),
             min_inliers: 15,
             batch: 8,
+            decode: Default::default(),
         }
     }
 }
@@ -331,7 +334,7 @@ pub fn build(
     let mut images: Vec<Extracted> = Vec::new();
     let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
     for chunk in inputs.chunks(options.batch.max(1)) {
-        let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open(&input.path)).collect();
+        let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open_with(&input.path, &options.decode)).collect();
         let (mut names, mut batch) = (Vec::new(), Vec::new());
         for (input, image) in chunk.iter().zip(decoded) {
             match image {

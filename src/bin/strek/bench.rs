@@ -74,7 +74,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         _ => Some(Gpu::new(&common.gpu_options())?),
     };
     let base: Vec<Image> = match &args.image {
-        Some(p) => vec![Image::open(p)?],
+        Some(p) => vec![Image::open_with(p, &common.decode_limits())?],
         None => (0..args.batch.iter().copied().max().unwrap_or(1)).map(|i| strek::demo::scene(640, 480, 1 + i as u64)).collect(),
     };
     let settings = Settings { sizes: sizes.clone(), batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };

@@ -92,6 +92,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         ransac: fundamental::Ransac { threshold: args.max_error, ..fundamental::Ransac::epipolar() },
         min_inliers: args.min_inliers,
         batch: args.batch,
+        decode: common.decode_limits(),
     };
     let s = colmap::build(&inputs, extractor.as_mut(), &matcher, &options, &args.out, &mut |line| eprintln!("{line}"))?;
     println!("images: {} written, {} skipped; cameras: {}", s.images, s.skipped.len(), s.cameras);

@@ -112,6 +112,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         .max(1);
     let batch = args.batch.max(1);
     let next = AtomicUsize::new(0);
+    let limits = common.decode_limits();
     let (sender, receiver) = mpsc::sync_channel::<(usize, strek::Result<Image>)>(2 * batch);
     let (mut done, mut failed, mut unreadable) = (0usize, 0usize, 0usize);
     std::thread::scope(|scope| {
@@ -120,7 +121,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
             let (next, jobs) = (&next, &jobs);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs.len() || sender.send((i, Image::open(&jobs[i].0))).is_err() {
+                if i >= jobs.len() || sender.send((i, Image::open_with(&jobs[i].0, &limits))).is_err() {
                     break;
                 }
             });

@@ -44,6 +44,9 @@ pub struct Common {
     /// Weights file [default: weights/strek.safetensors of the working directory or of the source tree].
     #[arg(long, global = true)]
     weights: Option<PathBuf>,
+    /// Refuse image files whose header claims more pixels than this (decompression bombs are named and skipped).
+    #[arg(long, global = true, value_name = "MP", default_value_t = 250.0)]
+    max_megapixels: f64,
 }
 
 impl Common {
@@ -54,6 +57,10 @@ impl Common {
             prefer_software: self.prefer_software,
             max_buffer_bytes: self.max_buffer_mib.map(|m| m << 20),
         }
+    }
+
+    pub fn decode_limits(&self) -> strek::image_io::DecodeLimits {
+        strek::image_io::DecodeLimits { max_pixels: (self.max_megapixels.max(0.0) * 1e6) as u64 }
     }
 
     /// The weights file: the flag, else weights/ of the working directory, else of the source tree.

@@ -51,10 +51,10 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     eprintln!("{}; weights: {}", extractor.describe(), weights.source);
     let max_side = (args.max_side > 0).then_some(args.max_side);
     let original_size = |i: &Image| [i.width, i.height];
-    let image1 = Image::open(&args.image1)?;
+    let image1 = Image::open_with(&args.image1, &common.decode_limits())?;
     let size1 = original_size(&image1);
     let (first, map1) = fit(&image1, max_side);
-    let (second, map2) = fit(&Image::open(&args.image2)?, max_side);
+    let (second, map2) = fit(&Image::open_with(&args.image2, &common.decode_limits())?, max_side);
     let features = extractor.extract_batch(&[first.clone(), second.clone()])?;
     let (a, b) = (&features[0], &features[1]);
     let matcher = match (args.matcher, device) {

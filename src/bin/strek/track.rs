@@ -97,9 +97,10 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         // Frames are decoded one ahead on another thread while the current one is extracted and matched.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, strek::Result<Image>)>(2);
         let paths = &paths;
+        let limits = common.decode_limits();
         scope.spawn(move || {
             for (i, path) in paths.iter().enumerate() {
-                if sender.send((i, Image::open(path))).is_err() {
+                if sender.send((i, Image::open_with(path, &limits))).is_err() {
                     break;
                 }
             }
