@@ -30,7 +30,7 @@ impl Estimate {
 /// The eight-point algorithm's minimum (and its least-squares fit on more).
 const SAMPLE: usize = 8;
 /// RANSAC's minimal sample: seven correspondences give one to three fundamental matrices.
-const MINIMAL: usize = 7;
+pub const MINIMAL: usize = 7;
 
 /// Robust fundamental matrix from correspondences `from[i] <-> to[i]`: RANSAC on samples of 7 (the seven-point
 /// algorithm, up to three matrices a sample, as COLMAP's), the number of iterations shrinking as better hypotheses

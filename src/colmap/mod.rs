@@ -215,9 +215,14 @@ pub fn verify(
         // E is searched among F's inliers (a calibrated geometry explains a subset of them), where its RANSAC ends
         // after a few samples instead of running to the limit on the outliers again; its inliers are then counted
         // over all matches.
+        // An E that is kept explains 95% of F's inliers, so among them it has a share of well over 80%: the search
+        // may stop when a sample of such a set would have been drawn (about 30 samples), where a pair whose F is
+        // chance would otherwise run to the limit again for an E that cannot be kept.
         let (from_f, to_f): (Vec<[f64; 2]>, Vec<[f64; 2]>) =
             from.iter().zip(&to).zip(&estimate.inliers).filter(|(_, f)| **f).map(|((p, q), _)| (*p, *q)).unzip();
-        if let Some((calibrated, e)) = fundamental::estimate_essential(&from_f, &to_f, k1, k2, ransac) {
+        let enough = crate::solve::iterations_needed(0.8, fundamental::MINIMAL as i32, ransac.confidence);
+        let ransac_e = fundamental::Ransac { max_iterations: ransac.max_iterations.min(enough as usize), ..*ransac };
+        if let Some((calibrated, e)) = fundamental::estimate_essential(&from_f, &to_f, k1, k2, &ransac_e) {
             let flags = fundamental::inliers(&calibrated.fundamental, &from, &to, ransac.threshold);
             let count = crate::solve::count(&flags);
             if count >= min_inliers && count as f64 >= 0.95 * estimate.inlier_count() as f64 {
