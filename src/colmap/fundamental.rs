@@ -78,7 +78,7 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
         eight_point(&a, &b).map(project).into_iter().collect()
     };
     let found = settings.run_scored::<_, _, MINIMAL>(fit, &Sampson::new(from, to))?;
-    Some(Estimate { fundamental: found.model, inliers: found.inliers, iterations: found.iterations })
+    Some(Estimate { fundamental: unit_norm(found.model), inliers: found.inliers, iterations: found.iterations })
 }
 
 /// Up to three fundamental matrices (the solutions of one minimal sample), without an allocation.
@@ -265,10 +265,11 @@ pub fn seven_point(from: &[[f64; 2]], to: &[[f64; 2]]) -> Solutions {
     let (Some(t1), Some(t2)) = (normalization(from), normalization(to)) else { return Solutions::default() };
     let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t1[0][0] * from[k][0] + t1[0][2], t1[1][1] * from[k][1] + t1[1][2]]);
     let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t2[0][0] * to[k][0] + t2[0][2], t2[1][1] * to[k][1] + t2[1][2]]);
-    seven_point_normalized(&a, &b, &t1, &t2)
+    seven_point_normalized(&a, &b, &t1, &t2).map(unit_norm)
 }
 
-/// `seven_point` on points already moved by the normalisations `t1`, `t2` (similarities), which the result undoes.
+/// `seven_point` on points already moved by the normalisations `t1`, `t2` (similarities), which the result undoes;
+/// the matrices are not scaled.
 fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], t1: &Mat3, t2: &Mat3) -> Solutions {
     let mut a = [[0.0; 9]; MINIMAL];
     for ((&[x, y], &[u, v]), row) in from.iter().zip(to).zip(a.iter_mut()) {
@@ -282,14 +283,20 @@ fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], 
     let (c0, c3) = (determinant(&at(0.0)), determinant(&std::array::from_fn(|i| std::array::from_fn(|j| g[3 * i + j]))));
     let (plus, minus) = (determinant(&at(1.0)), determinant(&at(-1.0)));
     let (c2, c1) = ((plus + minus) / 2.0 - c0, (plus - minus) / 2.0 - c3);
+    // not scaled to unit norm: the Sampson test does not depend on the scale, and most hypotheses are discarded
     for l in real_cubic_roots(c3, c2, c1, c0) {
         let f = denormalized(&at(l), t1, t2);
-        let norm = f.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
-        if norm > 1e-300 && norm.is_finite() {
-            out.push(f.map(|row| row.map(|v| v / norm)));
+        if f.iter().flatten().all(|v| v.is_finite()) && f.iter().flatten().any(|v| *v != 0.0) {
+            out.push(f);
         }
     }
     out
+}
+
+/// `f` scaled to unit Frobenius norm.
+fn unit_norm(f: Mat3) -> Mat3 {
+    let norm = f.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+    f.map(|row| row.map(|v| v / norm))
 }
 
 /// `T2^T F T1` for similarities `T = [[s, 0, tx], [0, s, ty], [0, 0, 1]]`, written out.
@@ -321,11 +328,12 @@ fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
             return None;
         }
         a.swap(k, pivot);
-        let inverse = 1.0 / a[k][k];
-        for r in k + 1..MINIMAL {
-            let factor = a[r][k] * inverse;
-            for c in k..9 {
-                a[r][c] -= factor * a[k][c];
+        let (inverse, row) = (1.0 / a[k][k], a[k]);
+        for r in a.iter_mut().skip(k + 1) {
+            // whole rows (the entries left of k are zero on both sides): fixed-length loops that vectorise
+            let factor = r[k] * inverse;
+            for c in 0..9 {
+                r[c] -= factor * row[c];
             }
         }
     }
