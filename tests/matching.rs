@@ -30,6 +30,19 @@ fn random_features(rng: &mut Rng, n: usize, dim: usize) -> Features {
     f
 }
 
+/// 1300 descriptors: noisy copies of the first 900 of `a` (1000 x 128; so most rows have a clear mutual match), then
+/// 400 unrelated ones.
+fn with_noisy_copies(rng: &mut Rng, a: &Features) -> Features {
+    let mut b = random_features(rng, 1300, 128);
+    for i in 0..900 {
+        let mut d: Vec<f32> = a.descriptor(i).iter().map(|v| v + 0.05 * rng.normal() / 11.3).collect();
+        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+        d.iter_mut().for_each(|v| *v /= norm);
+        b.descriptors[i * 128..(i + 1) * 128].copy_from_slice(&d);
+    }
+    b
+}
+
 /// Rows of `got` whose index differs from the reference, after checking that each is a near-tie.
 fn check_nearest(what: &str, got: &[Nearest], want: &[Nearest], a: &Features, b: &Features) -> Vec<usize> {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
@@ -91,14 +104,7 @@ fn gpu_matches_reference_on_odd_counts_and_dimensions() {
 fn gpu_matches_reference_on_thousands() {
     let mut rng = Rng::new(12);
     let a = random_features(&mut rng, 1000, 128);
-    // b: noisy copies of a's first 900 (so most rows have a clear mutual match), then 400 unrelated
-    let mut b = random_features(&mut rng, 1300, 128);
-    for i in 0..900 {
-        let mut d: Vec<f32> = a.descriptor(i).iter().map(|v| v + 0.05 * rng.normal() / 11.3).collect();
-        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
-        d.iter_mut().for_each(|v| *v /= norm);
-        b.descriptors[i * 128..(i + 1) * 128].copy_from_slice(&d);
-    }
+    let b = with_noisy_copies(&mut rng, &a);
     compare(&a, &b, 1.0);
     compare(&a, &b, 0.9);
     let matches = GpuMatcher::new(gpu()).mutual_nearest(&a, &b, 1.0).unwrap();
@@ -192,13 +198,7 @@ fn cpu_matcher_equals_reference_on_odd_counts_and_dimensions() {
 fn cpu_matcher_equals_reference_on_thousands_with_near_copies() {
     let mut rng = Rng::new(22);
     let a = random_features(&mut rng, 1000, 128);
-    let mut b = random_features(&mut rng, 1300, 128);
-    for i in 0..900 {
-        let mut d: Vec<f32> = a.descriptor(i).iter().map(|v| v + 0.05 * rng.normal() / 11.3).collect();
-        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
-        d.iter_mut().for_each(|v| *v /= norm);
-        b.descriptors[i * 128..(i + 1) * 128].copy_from_slice(&d);
-    }
+    let b = with_noisy_copies(&mut rng, &a);
     assert_cpu_equals_reference(&a, &b);
     assert!(cpu_matching::mutual_nearest(&a, &b, 1.0).iter().filter(|(i, j)| i == j).count() >= 880);
 }
