@@ -72,6 +72,11 @@ impl Features {
 
     /// Writes the npz file atomically (a temporary file renamed into place).
     pub fn write_npz(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_npz())
+    }
+
+    /// The npz file's bytes.
+    pub fn to_npz(&self) -> Vec<u8> {
         let n = self.len();
         let kp: Vec<f32> = self.keypoints.iter().flatten().copied().collect();
         let size = [self.image_size[0] as i32, self.image_size[1] as i32];
@@ -83,13 +88,20 @@ impl Features {
             ("descriptors.npy", npy_f32(&self.descriptors, &[n, self.dim])),
             ("image_size.npy", npy(&bytemuck::cast_slice(&size).to_vec(), "<i4", &[2])),
         ];
-        write_atomically(path, &stored_zip(&entries))
+        stored_zip(&entries)
     }
 
+    /// Reads an npz file of the layout above (written by strek or any other program); a malformed file is an error
+    /// that names it, never a panic.
     pub fn read_npz(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_npz(&bytes, path)
+    }
+
+    /// `read_npz` of bytes already read; `path` names them in errors.
+    pub fn from_npz(bytes: &[u8], path: &Path) -> Result<Self> {
         let fail = |reason: &str| Error::Invalid(format!("{}: {reason}", path.display()));
-        let entries = read_stored_zip(&bytes).ok_or_else(|| fail("not an uncompressed npz file"))?;
+        let entries = read_stored_zip(bytes).ok_or_else(|| fail("not an uncompressed npz file"))?;
         let get = |name: &str| -> Result<(Vec<usize>, Vec<u8>, String)> {
             let data = entries.iter().find(|(n, _)| n == name).ok_or_else(|| fail(&format!("no {name}")))?;
             parse_npy(&data.1).ok_or_else(|| fail(&format!("{name} is not a readable npy array")))
@@ -106,12 +118,20 @@ impl Features {
         };
         let (_, kp) = floats("keypoints.npy")?;
         let (dshape, descriptors) = floats("descriptors.npy")?;
-        let (_, size, dtype) = get("image_size.npy")?;
-        let image_size = match dtype.as_str() {
-            "<i4" | "<u4" => [u32::from_le_bytes(size[0..4].try_into().unwrap()), u32::from_le_bytes(size[4..8].try_into().unwrap())],
-            "<i8" | "<u8" => [u64::from_le_bytes(size[0..8].try_into().unwrap()) as u32, u64::from_le_bytes(size[8..16].try_into().unwrap()) as u32],
+        let (size_shape, size, dtype) = get("image_size.npy")?;
+        let two = |item: usize| -> Option<[u64; 2]> {
+            let value = |i: usize| size.get(i * item..(i + 1) * item).map(|b| b.iter().rev().fold(0u64, |v, &x| v << 8 | x as u64));
+            (size_shape.iter().product::<usize>() == 2).then_some([value(0)?, value(1)?])
+        };
+        let size = match dtype.as_str() {
+            "<i4" | "<u4" => two(4),
+            "<i8" | "<u8" => two(8),
             _ => return Err(fail("image_size must be an integer array")),
         };
+        let image_size = size
+            .filter(|s| s.iter().all(|v| *v <= u32::MAX as u64))
+            .map(|s| [s[0] as u32, s[1] as u32])
+            .ok_or_else(|| fail("image_size must hold two sizes [width, height]"))?;
         let n = kp.len() / 2;
         let optional = |name: &str, default: f32| floats(name).map(|(_, v)| v).unwrap_or_else(|_| vec![default; n]);
         let features = Features {
@@ -123,7 +143,8 @@ impl Features {
             dim: dshape.get(1).copied().unwrap_or(0),
             descriptors,
         };
-        if features.scores.len() != n || features.orientations.len() != n || features.descriptors.len() != n * features.dim {
+        let counts = [features.scores.len(), features.orientations.len(), features.scales.len()];
+        if counts.iter().any(|c| *c != n) || Some(features.descriptors.len()) != n.checked_mul(features.dim) {
             return Err(fail("arrays disagree on the number of keypoints"));
         }
         Ok(features)
@@ -196,8 +217,9 @@ fn parse_npy(bytes: &[u8]) -> Option<(Vec<usize>, Vec<u8>, String)> {
     let shape_text = header.split("'shape':").nth(1)?.split('(').nth(1)?.split(')').next()?;
     let shape: Vec<usize> = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect::<Option<_>>()?;
     let data = bytes[start + header_len..].to_vec();
-    let item = descr[2..].parse::<usize>().ok()?;
-    (data.len() >= shape.iter().product::<usize>() * item).then_some((shape, data, descr))
+    let item = descr.get(2..)?.parse::<usize>().ok()?;
+    let needed = shape.iter().try_fold(item, |n, d| n.checked_mul(*d))?;
+    (data.len() >= needed).then_some((shape, data, descr))
 }
 
 /// A zip archive with stored (uncompressed) entries: what `np.savez` writes and `np.load` reads.
@@ -268,8 +290,9 @@ fn read_stored_zip(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
                 return None;
             }
         }
-        entries.push((name, bytes.get(start..start + size)?.to_vec()));
-        at = start + size;
+        let end = start.checked_add(size)?;
+        entries.push((name, bytes.get(start..end)?.to_vec()));
+        at = end;
     }
     Some(entries)
 }
@@ -277,6 +300,69 @@ fn read_stored_zip(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> Features {
+        let mut f = Features::empty([64, 48], 8);
+        for i in 0..5 {
+            f.keypoints.push([i as f32, 2.0 * i as f32]);
+            f.scores.push(1.0 - i as f32 / 10.0);
+            f.orientations.push(0.5 * i as f32);
+            f.scales.push(1.0 + i as f32);
+            f.descriptors.extend((0..8).map(|k| ((i * 8 + k) as f32).sin()));
+        }
+        f
+    }
+
+    /// A valid file with one array replaced.
+    fn with_entry(name: &str, data: Vec<u8>) -> Vec<u8> {
+        let f = sample();
+        let kp: Vec<f32> = f.keypoints.iter().flatten().copied().collect();
+        let mut entries = vec![
+            ("keypoints.npy", npy_f32(&kp, &[5, 2])),
+            ("scores.npy", npy_f32(&f.scores, &[5])),
+            ("orientations.npy", npy_f32(&f.orientations, &[5])),
+            ("scales.npy", npy_f32(&f.scales, &[5])),
+            ("descriptors.npy", npy_f32(&f.descriptors, &[5, 8])),
+            ("image_size.npy", npy(bytemuck::cast_slice(&[64i32, 48]), "<i4", &[2])),
+        ];
+        entries.iter_mut().filter(|(n, _)| *n == name).for_each(|e| e.1 = data.clone());
+        stored_zip(&entries)
+    }
+
+    #[test]
+    fn malformed_third_party_npz_files_are_errors_not_panics() {
+        let path = Path::new("third-party.npz");
+        let err = |bytes: &[u8]| Features::from_npz(bytes, path).expect_err("must be refused").to_string();
+        // the cases a review found panicking: a one-element image_size, a dtype string under 2 characters, scales of
+        // another length than the keypoints
+        assert!(err(&with_entry("image_size.npy", npy(bytemuck::cast_slice(&[64i32]), "<i4", &[1]))).contains("image_size"));
+        assert!(err(&with_entry("image_size.npy", npy(&[], "<i8", &[0]))).contains("image_size"));
+        assert!(err(&with_entry("scores.npy", npy(&[0, 0, 0, 0], "f", &[1]))).contains("scores.npy"));
+        assert!(err(&with_entry("scales.npy", npy_f32(&[1.0, 2.0], &[2]))).contains("disagree"));
+        assert!(err(&with_entry("keypoints.npy", npy(&[1; 40], "<f4", &[usize::MAX, 3]))).contains("keypoints.npy"));
+        assert_eq!(Features::from_npz(&with_entry("none", vec![]), path).unwrap(), sample());
+    }
+
+    #[test]
+    fn truncated_and_mutated_npz_files_never_panic() {
+        let good = sample().to_npz();
+        let mut outcomes = [0usize; 2];
+        let mut check = |bytes: &[u8]| outcomes[Features::from_npz(bytes, Path::new("m.npz")).is_ok() as usize] += 1;
+        for len in 0..good.len() {
+            check(&good[..len]);
+        }
+        let mut rng = crate::rng::Rng::new(16);
+        for _ in 0..3000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(bytes.len());
+                bytes[i] ^= 1 << rng.below(8);
+            }
+            check(&bytes);
+        }
+        // most mutations land in the data and still read; every header or length hit is an error
+        assert!(outcomes[0] >= good.len() && outcomes[1] > 0, "{outcomes:?}");
+    }
 
     #[test]
     fn npz_round_trip() {
