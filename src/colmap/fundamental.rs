@@ -66,8 +66,7 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
         return None;
     }
     let (t1, t2) = (normalization(from)?, normalization(to)?);
-    let moved = |t: &Mat3, p: &[[f64; 2]]| -> Vec<[f64; 2]> { p.iter().map(|q| [t[0][0] * q[0] + t[0][2], t[1][1] * q[1] + t[1][2]]).collect() };
-    let (nf, nt) = (moved(&t1, from), moved(&t2, to));
+    let (nf, nt): (Vec<[f64; 2]>, Vec<[f64; 2]>) = (from.iter().map(|p| moved(&t1, p)).collect(), to.iter().map(|q| moved(&t2, q)).collect());
     let fit = |chosen: &[usize]| -> Solutions {
         if chosen.len() == MINIMAL {
             let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nf[chosen[k]]);
@@ -81,16 +80,23 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
     Some(Estimate { fundamental: unit_norm(found.model), inliers: found.inliers, iterations: found.iterations })
 }
 
-/// Up to three fundamental matrices (the solutions of one minimal sample), without an allocation.
+/// Up to three values without an allocation: the roots of a cubic, the fundamental matrices of a minimal sample.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Solutions {
-    f: [Mat3; 3],
+pub struct UpTo3<T> {
+    items: [T; 3],
     len: usize,
 }
 
-impl Solutions {
-    fn push(&mut self, f: Mat3) {
-        self.f[self.len] = f;
+/// The fundamental matrices of one seven-point sample.
+pub type Solutions = UpTo3<Mat3>;
+
+impl<T: Copy + Default> UpTo3<T> {
+    fn of(items: &[T]) -> Self {
+        items.iter().copied().collect()
+    }
+
+    fn push(&mut self, item: T) {
+        self.items[self.len] = item;
         self.len += 1;
     }
 
@@ -102,33 +108,33 @@ impl Solutions {
         self.len == 0
     }
 
-    fn map(mut self, g: impl Fn(Mat3) -> Mat3) -> Self {
-        for f in &mut self.f[..self.len] {
-            *f = g(*f);
+    fn map(mut self, g: impl Fn(T) -> T) -> Self {
+        for item in &mut self.items[..self.len] {
+            *item = g(*item);
         }
         self
     }
 }
 
-impl IntoIterator for Solutions {
-    type Item = Mat3;
-    type IntoIter = std::iter::Take<std::array::IntoIter<Mat3, 3>>;
+impl<T> IntoIterator for UpTo3<T> {
+    type Item = T;
+    type IntoIter = std::iter::Take<std::array::IntoIter<T, 3>>;
     fn into_iter(self) -> Self::IntoIter {
-        self.f.into_iter().take(self.len)
+        self.items.into_iter().take(self.len)
     }
 }
 
-impl FromIterator<Mat3> for Solutions {
-    fn from_iter<I: IntoIterator<Item = Mat3>>(iter: I) -> Self {
-        let mut s = Solutions::default();
-        iter.into_iter().take(3).for_each(|f| s.push(f));
+impl<T: Copy + Default> FromIterator<T> for UpTo3<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut s = UpTo3::default();
+        iter.into_iter().take(3).for_each(|item| s.push(item));
         s
     }
 }
 
 /// Flags the correspondences whose Sampson distance is at most `threshold`.
 pub fn inliers(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]], threshold: f64) -> Vec<bool> {
-    Sampson::new(from, to).inliers(f, threshold)
+    Points::new(from, to).flags(f, threshold)
 }
 
 /// Correspondences laid out for scoring many at once (one array per coordinate), so that the Sampson distances of a
@@ -194,6 +200,11 @@ impl<T: Real> Points<T> {
         count as usize
     }
 
+    /// One flag per correspondence: its Sampson distance is within `threshold`.
+    fn flags(&self, f: &[[T; 3]; 3], threshold: T) -> Vec<bool> {
+        (0..self.px.len()).map(|i| self.within(f, threshold, i..i + 1) == 1).collect()
+    }
+
     #[inline(always)]
     fn support_blocks(&self, f: &[[T; 3]; 3], threshold: T, to_beat: Option<usize>) -> Option<usize> {
         let n = self.px.len();
@@ -237,7 +248,7 @@ impl Score<Mat3> for Sampson {
     }
 
     fn inliers(&self, f: &Mat3, threshold: f64) -> Vec<bool> {
-        (0..self.exact.px.len()).map(|i| self.exact.within(f, threshold, i..i + 1) == 1).collect()
+        self.exact.flags(f, threshold)
     }
 }
 
@@ -263,8 +274,8 @@ pub fn seven_point(from: &[[f64; 2]], to: &[[f64; 2]]) -> Solutions {
         return Solutions::default();
     }
     let (Some(t1), Some(t2)) = (normalization(from), normalization(to)) else { return Solutions::default() };
-    let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t1[0][0] * from[k][0] + t1[0][2], t1[1][1] * from[k][1] + t1[1][2]]);
-    let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| [t2[0][0] * to[k][0] + t2[0][2], t2[1][1] * to[k][1] + t2[1][2]]);
+    let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t1, &from[k]));
+    let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t2, &to[k]));
     seven_point_normalized(&a, &b, &t1, &t2).map(unit_norm)
 }
 
@@ -293,6 +304,11 @@ fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], 
     out
 }
 
+/// A point moved by a normalisation (a similarity without rotation, as `normalization` makes).
+fn moved(t: &Mat3, p: &[f64; 2]) -> [f64; 2] {
+    [t[0][0] * p[0] + t[0][2], t[1][1] * p[1] + t[1][2]]
+}
+
 /// `f` scaled to unit Frobenius norm.
 fn unit_norm(f: Mat3) -> Mat3 {
     let norm = f.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
@@ -316,7 +332,6 @@ fn denormalized(f: &Mat3, t1: &Mat3, t2: &Mat3) -> Mat3 {
 /// pivoting; `None` when a pivot vanishes (a degenerate sample: RANSAC draws another). The rows are made of
 /// normalised coordinates, so their entries are of order 1 (the last is 1) and the pivot test is absolute.
 fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
-    let scale = 1.0;
     for k in 0..MINIMAL {
         let mut pivot = k;
         for r in k + 1..MINIMAL {
@@ -324,7 +339,7 @@ fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
                 pivot = r;
             }
         }
-        if !(a[pivot][k].abs() > 1e-10 * scale) {
+        if !(a[pivot][k].abs() > 1e-10) {
             return None;
         }
         a.swap(k, pivot);
@@ -355,22 +370,22 @@ fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
 }
 
 /// The real roots of `a x^3 + b x^2 + c x + d` (a quadratic or linear one when the leading terms vanish).
-fn real_cubic_roots(a: f64, b: f64, c: f64, d: f64) -> Roots {
+fn real_cubic_roots(a: f64, b: f64, c: f64, d: f64) -> UpTo3<f64> {
     let size = a.abs().max(b.abs()).max(c.abs()).max(d.abs());
     if !(size > 0.0) || ![a, b, c, d].iter().all(|v| v.is_finite()) {
-        return Roots::default();
+        return UpTo3::default();
     }
     if a.abs() <= 1e-12 * size {
         // quadratic b x^2 + c x + d
         if b.abs() <= 1e-12 * size {
-            return if c != 0.0 { Roots::of(&[-d / c]) } else { Roots::default() };
+            return if c != 0.0 { UpTo3::of(&[-d / c]) } else { UpTo3::default() };
         }
         let disc = c * c - 4.0 * b * d;
         if disc < 0.0 {
-            return Roots::default();
+            return UpTo3::default();
         }
         let q = -0.5 * (c + c.signum() * disc.sqrt());
-        return if q != 0.0 { Roots::of(&[q / b, d / q]) } else { Roots::of(&[0.0]) };
+        return if q != 0.0 { UpTo3::of(&[q / b, d / q]) } else { UpTo3::of(&[0.0]) };
     }
     // x = t - b / 3a turns it into t^3 + p t + q
     let (b, c, d) = (b / a, c / a, d / a);
@@ -380,39 +395,15 @@ fn real_cubic_roots(a: f64, b: f64, c: f64, d: f64) -> Roots {
     let disc = q * q / 4.0 + p * p * p / 27.0;
     if disc > 0.0 {
         let s = disc.sqrt();
-        Roots::of(&[(-q / 2.0 + s).cbrt() + (-q / 2.0 - s).cbrt() + shift])
+        UpTo3::of(&[(-q / 2.0 + s).cbrt() + (-q / 2.0 - s).cbrt() + shift])
     } else if p == 0.0 {
-        Roots::of(&[shift])
+        UpTo3::of(&[shift])
     } else {
         // three real roots (two equal when disc is 0): the trigonometric form
         let r = (-p / 3.0).sqrt();
         let phi = (3.0 * q / (2.0 * p * r)).clamp(-1.0, 1.0).acos() / 3.0;
         let root = |k: f64| 2.0 * r * (phi - 2.0 * std::f64::consts::PI * k / 3.0).cos() + shift;
-        Roots::of(&[root(0.0), root(1.0), root(2.0)])
-    }
-}
-
-/// Up to three real numbers.
-#[derive(Default)]
-struct Roots {
-    x: [f64; 3],
-    len: usize,
-}
-
-impl Roots {
-    fn of(x: &[f64]) -> Self {
-        let mut r = Roots::default();
-        r.x[..x.len()].copy_from_slice(x);
-        r.len = x.len();
-        r
-    }
-}
-
-impl IntoIterator for Roots {
-    type Item = f64;
-    type IntoIter = std::iter::Take<std::array::IntoIter<f64, 3>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.x.into_iter().take(self.len)
+        UpTo3::of(&[root(0.0), root(1.0), root(2.0)])
     }
 }
 

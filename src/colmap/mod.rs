@@ -212,12 +212,10 @@ pub fn verify(
         matches.iter().zip(flags).filter(|(_, f)| **f).map(|(&(i, j), _)| (i as u32, j as u32)).collect()
     };
     if let Some((k1, k2)) = calibration {
-        // E is searched among F's inliers (a calibrated geometry explains a subset of them), where its RANSAC ends
-        // after a few samples instead of running to the limit on the outliers again; its inliers are then counted
-        // over all matches.
-        // An E that is kept explains 95% of F's inliers, so among them it has a share of well over 80%: the search
-        // may stop when a sample of such a set would have been drawn (about 30 samples), where a pair whose F is
-        // chance would otherwise run to the limit again for an E that cannot be kept.
+        // E is searched among F's inliers (a calibrated geometry explains a subset of them) and its inliers then
+        // counted over all matches. An E that is kept explains 95% of F's inliers, so among them it has a share of
+        // well over 80%: the search may stop when a sample of such a set would have been drawn (about 30 samples),
+        // where a pair whose F is chance would otherwise run to the limit again for an E that cannot be kept.
         let (from_f, to_f): (Vec<[f64; 2]>, Vec<[f64; 2]>) =
             from.iter().zip(&to).zip(&estimate.inliers).filter(|(_, f)| **f).map(|((p, q), _)| (*p, *q)).unzip();
         let enough = crate::solve::iterations_needed(0.8, fundamental::MINIMAL as i32, ransac.confidence);

@@ -117,6 +117,17 @@ impl Candidates {
         }
     }
 
+    /// The candidates of the tile of columns starting at `col0`.
+    fn tile(&mut self, col0: usize) -> (&mut [f32; TILE_COLS], &mut [f32; TILE_COLS], &mut [u32; TILE_COLS]) {
+        let range = col0..col0 + TILE_COLS;
+        let fixed = "a tile lies within the padded columns";
+        (
+            (&mut self.best[range.clone()]).try_into().expect(fixed),
+            (&mut self.second[range.clone()]).try_into().expect(fixed),
+            (&mut self.index[range]).try_into().expect(fixed),
+        )
+    }
+
     fn into_nearest(self, n: usize) -> Vec<Nearest> {
         (0..n).map(|s| nearest(self.best[s], self.second[s], self.index[s])).collect()
     }
@@ -179,26 +190,18 @@ fn scan_portable(a: &Features, rows: std::ops::Range<usize>, panels: &Panels) ->
     let dim = a.dim;
     let mut columns = Candidates::new(panels.padded_columns());
     let mut out = Vec::with_capacity(rows.len());
-    let mut block = [0.0f32; ROWS * 256];
+    let mut group = vec![0.0f32; ROWS * dim];
     for first in rows.clone().step_by(ROWS) {
         let count = ROWS.min(rows.end - first);
-        // the rows of this group, zero past the end of the chunk; long descriptors go through the slow copy
-        let mut owned;
-        let group: &[f32] = if dim <= 256 {
-            block[..ROWS * dim].fill(0.0);
-            block[..count * dim].copy_from_slice(&a.descriptors[first * dim..(first + count) * dim]);
-            &block[..ROWS * dim]
-        } else {
-            owned = vec![0.0f32; ROWS * dim];
-            owned[..count * dim].copy_from_slice(&a.descriptors[first * dim..(first + count) * dim]);
-            &owned
-        };
+        // the rows of this group, zero past the end of the chunk
+        group.fill(0.0);
+        group[..count * dim].copy_from_slice(&a.descriptors[first * dim..(first + count) * dim]);
         let mut best: RowLanes = [[f32::NEG_INFINITY; TILE_COLS]; ROWS];
         let mut second: RowLanes = [[f32::NEG_INFINITY; TILE_COLS]; ROWS];
         let mut index = [[NONE; TILE_COLS]; ROWS];
         for tile in 0..panels.padded_columns() / TILE_COLS {
             let col0 = tile * TILE_COLS;
-            let mut s = tile_similarities(group, dim, panels, tile);
+            let mut s = tile_similarities(&group, dim, panels, tile);
             // columns past the last descriptor (in the last tile) can never win
             for row in s.iter_mut().filter(|_| col0 + TILE_COLS > panels.columns) {
                 for (l, v) in row.iter_mut().enumerate() {
@@ -208,8 +211,10 @@ fn scan_portable(a: &Features, rows: std::ops::Range<usize>, panels: &Panels) ->
                 }
             }
             for r in 0..count {
-                update_lanes(&mut best[r], &mut second[r], &mut index[r], &s[r], col0 as u32);
-                update_columns(&mut columns, col0, &s[r], (first + r) as u32);
+                // per lane of the row the candidate is the column; per column it is the row
+                update(&mut best[r], &mut second[r], &mut index[r], &s[r], |l| (col0 + l) as u32);
+                let (b, c, i) = columns.tile(col0);
+                update(b, c, i, &s[r], |_| (first + r) as u32);
             }
         }
         for r in 0..count {
@@ -277,28 +282,22 @@ mod x86 {
     }
 }
 
-/// One row's similarities to the tile's columns into its per-lane candidates (the reference's rule per lane).
+/// One row's similarities to a tile's columns into running candidates, slot by slot, with the reference's rule:
+/// a strictly larger similarity takes the lead (`candidate(l)` its index), anything else larger than the second
+/// becomes the second.
 #[inline(always)]
-fn update_lanes(best: &mut [f32; TILE_COLS], second: &mut [f32; TILE_COLS], index: &mut [u32; TILE_COLS], s: &[f32; TILE_COLS], col0: u32) {
+fn update(
+    best: &mut [f32; TILE_COLS],
+    second: &mut [f32; TILE_COLS],
+    index: &mut [u32; TILE_COLS],
+    s: &[f32; TILE_COLS],
+    candidate: impl Fn(usize) -> u32,
+) {
     for l in 0..TILE_COLS {
         let lead = s[l] > best[l];
         second[l] = if lead { best[l] } else if s[l] > second[l] { s[l] } else { second[l] };
         best[l] = if lead { s[l] } else { best[l] };
-        index[l] = if lead { col0 + l as u32 } else { index[l] };
-    }
-}
-
-/// One row's similarities into the candidates of the tile's columns.
-#[inline(always)]
-fn update_columns(columns: &mut Candidates, col0: usize, s: &[f32; TILE_COLS], row: u32) {
-    let best = &mut columns.best[col0..col0 + TILE_COLS];
-    let second = &mut columns.second[col0..col0 + TILE_COLS];
-    let index = &mut columns.index[col0..col0 + TILE_COLS];
-    for l in 0..TILE_COLS {
-        let lead = s[l] > best[l];
-        second[l] = if lead { best[l] } else if s[l] > second[l] { s[l] } else { second[l] };
-        best[l] = if lead { s[l] } else { best[l] };
-        index[l] = if lead { row } else { index[l] };
+        index[l] = if lead { candidate(l) } else { index[l] };
     }
 }
 
