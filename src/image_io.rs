@@ -48,10 +48,10 @@ impl Image {
     /// Reads an image file within `limits`: the size its header claims is checked before any pixel is decoded.
     pub fn open_with(path: &Path, limits: &DecodeLimits) -> Result<Self> {
         let fail = |reason: String| Error::Image { path: path.to_path_buf(), reason };
-        if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot open ({e})")))?;
+        if bytes.is_empty() {
             return Err(fail("the file is empty (0 bytes)".into()));
         }
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot open ({e})")))?;
         let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
         // the extension's format unless the content says otherwise
         if let Ok(format) = image::ImageFormat::from_path(path) {

@@ -45,7 +45,7 @@ pub struct Common {
     #[arg(long, global = true)]
     weights: Option<PathBuf>,
     /// Refuse image files whose header claims more pixels than this (decompression bombs are named and skipped).
-    #[arg(long, global = true, value_name = "MP", default_value_t = 250.0)]
+    #[arg(long, global = true, value_name = "MP", default_value_t = strek::image_io::DecodeLimits::default().max_pixels as f64 / 1e6)]
     max_megapixels: f64,
 }
 
