@@ -323,12 +323,17 @@ class Trainer:
         return out
 
     def validate_detector(self) -> dict:
+        return self.validate_sets(self.detector_val_metrics, "val_rep3", "val_points")
+
+    def validate_sets(self, metrics, score_name: str, count_name: str) -> dict:
+        """`metrics(pairs) -> (score, count)` on every held-out set: the score per set (`score_name` + the set's
+        suffix), the count on the main set only."""
         out = {}
         for suffix, pairs in self.val_sets.items():
-            rep, points = self.detector_val_metrics(pairs)
-            out[f"val_rep3{suffix}"] = rep
+            score, count = metrics(pairs)
+            out[f"{score_name}{suffix}"] = score
             if not suffix:
-                out["val_points"] = points
+                out[count_name] = count
         return out
 
     def detector_val_metrics(self, pairs) -> tuple[float, float]:
@@ -407,13 +412,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate_descriptor(self) -> dict:
-        out = {}
-        for suffix, pairs in self.val_sets.items():
-            mma, matches = self.descriptor_val_metrics(pairs)
-            out[f"val_mma3{suffix}"] = mma
-            if not suffix:
-                out["val_matches"] = matches
-        return out
+        return self.validate_sets(self.descriptor_val_metrics, "val_mma3", "val_matches")
 
     def descriptor_val_metrics(self, pairs) -> tuple[float, float]:
         v1, v2, h12 = pairs
