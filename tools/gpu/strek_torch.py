@@ -5,7 +5,10 @@ engine on the same GPU (tools/gpu/run.sh). Eager or torch.compile; batches of im
 It follows docs/model.md: gray and normalisation, the triangle-filter pyramid, the detector's valid convolutions
 and orientation pooling, NMS with ties to the lower index, top-k over all levels, the descriptor U-Net, bilinear
 sampling and L2 renormalisation. One difference: top-k uses torch.topk, whose order among exactly equal scores is
-not specified (the engine orders them by level and pixel index).
+not specified (the engine orders them by level and pixel index). The layers and the U-Net's walk come from the
+training tools (tools/train/strek_train: config.detector_topology, config.descriptor_topology, unet.unet_forward),
+so this file has no copy of the model's topology. Descriptor version 1 ("unet") only: version 2's keypoint
+alignment is not implemented here.
 
     python3 tools/gpu/strek_torch.py bench --weights weights/strek.safetensors --images DIR --json OUT.json
     python3 tools/gpu/strek_torch.py extract --weights W IMAGE OUT.npz     # features, for checking against strek
@@ -23,6 +26,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "train"))
+from strek_train.config import descriptor_topology, detector_topology, heatmap_margin  # noqa: E402
+from strek_train.unet import unet_forward  # noqa: E402
 
 
 def read_weights(path):
@@ -51,7 +58,7 @@ def f32_round(x):
 
 def pyramid(config, w, h):
     """Level sizes (docs/model.md, Inference): [(w_l, h_l)], level 0 always kept unless under the receptive field."""
-    r = receptive_field(config)
+    r = detector_topology(config).receptive_field
     inf = config["inference"]
     levels = []
     for i, s in enumerate(inf["scales"]):
@@ -63,11 +70,6 @@ def pyramid(config, w, h):
             continue
         levels.append((lw, lh))
     return levels
-
-
-def receptive_field(config):
-    d = config["detector"]
-    return len(d["fields"]) * (d["kernel"] - 1) + 1
 
 
 def resize_matrix(n, m):
@@ -95,23 +97,23 @@ class StrekTorch(torch.nn.Module):
         self.mean, self.std = config["input"]["mean"], config["input"]["std"]
         inf = config["inference"]
         self.radius, self.border, self.threshold = inf["nms_radius"], inf["border"], inf["score_threshold"]
-        layers = len(config["detector"]["fields"])
-        self.det = torch.nn.ParameterList()
-        for i in range(layers):
-            self.det.append(torch.nn.Parameter(tensors[f"detector.{i}.weight"], requires_grad=False))
-            self.det.append(torch.nn.Parameter(tensors[f"detector.{i}.bias"], requires_grad=False))
-        d = config["descriptor"]
-        self.encoder, self.decoder = d["encoder"], d["decoder"]
-        names = [f"enc{l}{ab}" for l in range(len(self.encoder)) for ab in "ab"]
-        names += [f"dec{m}" for m in range(len(self.decoder))] + ["head"]
-        self.desc_names = names
-        self.desc = torch.nn.ParameterList()
-        for name in names:
-            self.desc.append(torch.nn.Parameter(tensors[f"descriptor.{name}.weight"], requires_grad=False))
-            self.desc.append(torch.nn.Parameter(tensors[f"descriptor.{name}.bias"], requires_grad=False))
-        self.stride = 2 ** (len(self.encoder) - 1 - len(self.decoder))
+        self.det_topology = detector_topology(config)
+        self.desc_topology = descriptor_topology(config)
+        if self.desc_topology.group:
+            raise ValueError("strek_torch.py runs descriptor version 1 (kind unet) only, not "
+                             f"{self.desc_topology.kind!r}: version 2's keypoint alignment is not implemented here")
+
+        def params(layers, part):
+            return [torch.nn.Parameter(tensors[f"{c.tensor_name}.{part}"], requires_grad=False) for c in layers]
+
+        self.det_weight = torch.nn.ParameterList(params(self.det_topology.convs, "weight"))
+        self.det_bias = torch.nn.ParameterList(params(self.det_topology.convs, "bias"))
+        names = [c.name for c in self.desc_topology.convs]
+        self.desc_weight = torch.nn.ParameterDict(dict(zip(names, params(self.desc_topology.convs, "weight"))))
+        self.desc_bias = torch.nn.ParameterDict(dict(zip(names, params(self.desc_topology.convs, "bias"))))
+        self.stride = self.desc_topology.stride
         self.levels = pyramid(config, self.w, self.h)
-        self.margin = (receptive_field(config) - 1) // 2
+        self.margin = heatmap_margin(config)
         # resampling matrices per level (level 0 is the image itself)
         self.resize = [
             (resize_matrix(self.h, lh), resize_matrix(self.w, lw)) if (lw, lh) != (self.w, self.h) else None
@@ -132,10 +134,9 @@ class StrekTorch(torch.nn.Module):
         return ((g / 255.0 - self.mean) / self.std).unsqueeze(1)
 
     def detector(self, x):
-        layers = len(self.det) // 2
-        for i in range(layers):
-            x = F.conv2d(x, self.det[2 * i], self.det[2 * i + 1])
-            if i < layers - 1:
+        for layer in self.det_topology.convs:
+            x = F.conv2d(x, self.det_weight[layer.index], self.det_bias[layer.index])
+            if layer.relu:
                 x = F.relu(x)
         return x  # [B, N, hh, hw]
 
@@ -172,26 +173,11 @@ class StrekTorch(torch.nn.Module):
         return keep
 
     def descriptor(self, x):
-        p = iter(range(0, len(self.desc), 2))
+        def conv(step, x):
+            y = F.conv2d(x, self.desc_weight[step.name], self.desc_bias[step.name], padding=step.kernel // 2)
+            return F.relu(y) if step.relu else y
 
-        def conv(x, relu=True):
-            i = next(p)
-            w = self.desc[i]
-            y = F.conv2d(x, w, self.desc[i + 1], padding=w.shape[-1] // 2)
-            return F.relu(y) if relu else y
-
-        skips = []
-        for level in range(len(self.encoder)):
-            if level > 0:
-                x = F.avg_pool2d(x, 2)
-            x = conv(conv(x))
-            skips.append(x)
-        for m in range(len(self.decoder)):
-            skip = skips[len(self.encoder) - 2 - m]
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = conv(torch.cat([x, skip], dim=1))
-        y = conv(x, relu=False)
-        return y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return unet_forward(self.desc_topology, x, conv)
 
     def forward(self, images):
         """uint8 [B, H, W, C] -> keypoints [B, k, 2], scores, orientations, scales [B, k], descriptors [B, k, D],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Union
 
 DEFAULT_CONFIG = {
     "group_order": 8,
@@ -30,9 +31,66 @@ def default_config(**overrides) -> dict:
     return cfg
 
 
+@dataclass(frozen=True)
+class DetectorConv:
+    """One detector layer: a valid cross-correlation from `fields_in` regular fields (None: the lifting layer on the
+    gray image) to `fields_out` fields, N channels each.  All but the last are followed by field batch norm (in
+    training) and a ReLU; the last one's single field is the group logits that orientation pooling reads."""
+    index: int
+    fields_out: int
+    fields_in: int | None
+    kernel: int
+    group_order: int
+    relu: bool
+
+    @property
+    def tensor_name(self) -> str:
+        return f"detector.{self.index}"
+
+    @property
+    def lifting(self) -> bool:
+        return self.fields_in is None
+
+    @property
+    def c_out(self) -> int:
+        return self.fields_out * self.group_order
+
+    @property
+    def c_in(self) -> int:
+        return 1 if self.fields_in is None else self.fields_in * self.group_order
+
+
+@dataclass(frozen=True)
+class DetectorTopology:
+    """The detector's layers in execution order (docs/model.md, "Detector"), as every consumer walks them."""
+    group_order: int
+    kernel: int
+    convs: tuple[DetectorConv, ...]
+
+    @property
+    def receptive_field(self) -> int:
+        return len(self.convs) * (self.kernel - 1) + 1
+
+    @property
+    def macs_per_pixel(self) -> int:
+        """Multiply-adds per heatmap pixel."""
+        return sum(c.c_out * c.c_in * c.kernel * c.kernel for c in self.convs)
+
+
+def detector_topology(cfg: dict) -> DetectorTopology:
+    """The one place where a detector config becomes layers: a lifting layer, then group convolutions, the last
+    one to a single regular field (the engine fuses it with orientation pooling)."""
+    n, k, fields = cfg["group_order"], cfg["detector"]["kernel"], cfg["detector"]["fields"]
+    if fields[-1] != 1:
+        raise ValueError("the detector's last layer must output one regular field")
+    fields_in = [None, *fields[:-1]]
+    convs = tuple(DetectorConv(i, f_out, f_in, k, n, relu=i < len(fields) - 1)
+                  for i, (f_out, f_in) in enumerate(zip(fields, fields_in)))
+    return DetectorTopology(n, k, convs)
+
+
 def receptive_field(cfg: dict) -> int:
-    det = cfg["detector"]
-    return len(det["fields"]) * (det["kernel"] - 1) + 1
+    return detector_topology(cfg).receptive_field
 
 
 def heatmap_margin(cfg: dict) -> int:
@@ -41,12 +99,7 @@ def heatmap_margin(cfg: dict) -> int:
 
 
 def detector_macs_per_pixel(cfg: dict) -> int:
-    n, k = cfg["group_order"], cfg["detector"]["kernel"]
-    c_in, macs = 1, 0
-    for f in cfg["detector"]["fields"]:
-        macs += c_in * f * n * k * k
-        c_in = f * n
-    return macs
+    return detector_topology(cfg).macs_per_pixel
 
 
 # Version 2 of the descriptor (kind "group_unet"): the U-Net built from C_N lifting and group convolutions.
@@ -66,8 +119,9 @@ def default_descriptor(kind: str) -> dict:
 
 @dataclass(frozen=True)
 class DescConv:
-    """One descriptor convolution: dense shape (c_out, c_in, kernel), the pyramid level it runs at (0 = full
-    resolution), whether a ReLU follows, and for the group kind its widths in fields (fields_in None: lifting)."""
+    """Descriptor step: a convolution with zero "same" padding (kernel // 2) and a bias, dense shape (c_out, c_in,
+    kernel), at pyramid level `level` (0 = full resolution), a ReLU after it when `relu`; for the group kind also
+    its widths in fields (fields_in None: the lifting layer)."""
     name: str
     c_out: int
     c_in: int
@@ -78,23 +132,67 @@ class DescConv:
     fields_in: int | None = None
 
     @property
+    def tensor_name(self) -> str:
+        return f"descriptor.{self.name}"
+
+    @property
     def lifting(self) -> bool:
         return self.fields_out is not None and self.fields_in is None
+
+    @property
+    def macs_per_pixel(self) -> float:
+        """Multiply-adds per full-resolution input pixel: a level has a quarter of the pixels of the one below."""
+        return self.c_out * self.c_in * self.kernel * self.kernel / 4**self.level
+
+
+POOL_MEAN_2X2 = "mean_2x2"  # version 1: 2x2 mean, stride 2, floor (an odd last row / column is dropped)
+POOL_BILINEAR_HALF = "bilinear_half"  # version 2: bilinear resize to (ceil(H/2), ceil(W/2)), see unet.py
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Descriptor step: down to `level` (half the size of level - 1) with the `mode` of the descriptor's kind."""
+    level: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class KeepSkip:
+    """Descriptor step: the current map (the encoder's output at `level`) is kept for an UpsampleConcat."""
+    level: int
+
+
+@dataclass(frozen=True)
+class UpsampleConcat:
+    """Descriptor step: bilinear resize (align_corners=False) to the size of the skip kept at `skip`, then the
+    channels of the skip appended after the upsampled map's."""
+    skip: int
+
+
+@dataclass(frozen=True)
+class L2Normalize:
+    """Descriptor step: every pixel's vector divided by max(its L2 norm, 1e-12)."""
+
+
+DescStep = Union[DescConv, Pool, KeepSkip, UpsampleConcat, L2Normalize]
 
 
 @dataclass(frozen=True)
 class DescriptorTopology:
-    """Everything the trainer, the reference forward and the export derive from `cfg["descriptor"]`."""
+    """Everything the trainer, the reference forward, the export and tools/gpu derive from `cfg["descriptor"]`:
+    the steps in execution order, which every forward pass, shape and multiply-add count walks."""
     kind: str
     group_order: int
-    levels: int  # encoder levels E
-    decoders: int  # decoder stages D (each one level up)
     dim: int
-    convs: tuple[DescConv, ...]
+    steps: tuple[DescStep, ...]
+
+    @property
+    def convs(self) -> tuple[DescConv, ...]:
+        return tuple(s for s in self.steps if isinstance(s, DescConv))
 
     @property
     def out_level(self) -> int:
-        return self.levels - 1 - self.decoders
+        return self.convs[-1].level
 
     @property
     def stride(self) -> int:
@@ -104,15 +202,17 @@ class DescriptorTopology:
     def group(self) -> bool:
         return self.kind == "group_unet"
 
-    def conv(self, name: str) -> DescConv:
-        return next(c for c in self.convs if c.name == name)
+    @property
+    def macs_per_pixel(self) -> float:
+        return sum(c.macs_per_pixel for c in self.convs)
 
 
 def descriptor_topology(cfg: dict) -> DescriptorTopology:
-    """The one place where a descriptor config becomes layers (docs/model.md, "Descriptor"; README, group kind).
+    """The one place where a descriptor config becomes steps (docs/model.md, "Descriptor"; README, group kind).
 
-    Execution order: enc<l>a, enc<l>b for l = 0..E-1 (level l), then dec<m> for m = 0..D-1 (level E-2-m; input:
-    the upsampled map first, then the skip e_{E-2-m}), then the 1x1 `head` (no ReLU)."""
+    Encoder level l = 0..E-1: Pool to l (l > 0), enc<l>a, enc<l>b (KeepSkip l when a decoder reads it).  Decoder
+    stage m = 0..D-1 goes one level up: UpsampleConcat with the skip of that level, dec<m>.  Then the 1x1 `head`
+    (no ReLU) and L2Normalize."""
     d = cfg["descriptor"]
     kind = d["kind"]
     if kind not in DESCRIPTOR_KINDS:
@@ -125,37 +225,38 @@ def descriptor_topology(cfg: dict) -> DescriptorTopology:
     head = d["head"] if group else d["dim"]
     if group and head * n != d["dim"]:
         raise ValueError(f"group descriptor: head {head} fields x N {n} != dim {d['dim']}")
+    pool = POOL_BILINEAR_HALF if group else POOL_MEAN_2X2
 
-    def conv(name, f_out, f_in, kernel, level, relu):
-        c_in = 1 if f_in is None else f_in * n
+    def conv(name, f_out, f_in, kernel, level, relu=True):
+        c_in = 1 if f_in is None else f_in * n  # the image is one channel, not a field
         if not group:
             return DescConv(name, f_out, c_in, kernel, level, relu)
         return DescConv(name, f_out * n, c_in, kernel, level, relu, f_out, f_in)
 
-    convs, f_in = [], None
+    # Decoder stage m runs one level above the stage before it (the first one above the deepest encoder level) and
+    # concatenates the encoder's map of its level.  This line is the only place that derives the skip index.
+    skip_levels = [len(enc) - 2 - m for m in range(len(dec))]
+    steps, f_in = [], None
     for level, f in enumerate(enc):
-        convs.append(conv(f"enc{level}a", f, f_in, k, level, True))
-        convs.append(conv(f"enc{level}b", f, f, k, level, True))
+        if level > 0:
+            steps.append(Pool(level, pool))
+        steps += [conv(f"enc{level}a", f, f_in, k, level), conv(f"enc{level}b", f, f, k, level)]
+        if level in skip_levels:
+            steps.append(KeepSkip(level))
         f_in = f
+    level = len(enc) - 1  # where the walk stands
     for m, f in enumerate(dec):
-        level = len(enc) - 2 - m
-        convs.append(conv(f"dec{m}", f, f_in + enc[level], k, level, True))
+        level = skip_levels[m]
+        steps += [UpsampleConcat(level), conv(f"dec{m}", f, f_in + enc[level], k, level)]
         f_in = f
-    convs.append(conv("head", head, f_in, 1, len(enc) - 1 - len(dec), False))
-    if not group:  # the plain U-Net's input is one channel, not a field
-        convs[0] = DescConv(convs[0].name, convs[0].c_out, 1, k, 0, True)
-    return DescriptorTopology(kind, n, len(enc), len(dec), d["dim"], tuple(convs))
+    steps += [conv("head", head, f_in, 1, level, relu=False), L2Normalize()]
+    return DescriptorTopology(kind, n, d["dim"], tuple(steps))
 
 
 def descriptor_stride(cfg: dict) -> int:
     return descriptor_topology(cfg).stride
 
 
-def descriptor_convs(cfg: dict) -> list[tuple[str, int, int, int, int]]:
-    """(name, c_out, c_in, kernel, level) of every descriptor convolution, in execution order."""
-    return [(c.name, c.c_out, c.c_in, c.kernel, c.level) for c in descriptor_topology(cfg).convs]
-
-
 def descriptor_macs_per_pixel(cfg: dict) -> float:
     """Multiply-adds per full-resolution input pixel, every convolution counted at its level (1/4 per level)."""
-    return sum(co * ci * k * k / 4**level for _, co, ci, k, level in descriptor_convs(cfg))
+    return descriptor_topology(cfg).macs_per_pixel

@@ -7,8 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import (DESCRIPTOR_MAC_BUDGET, descriptor_convs, descriptor_macs_per_pixel, descriptor_stride,
-                     descriptor_topology)
+from .config import DESCRIPTOR_MAC_BUDGET, descriptor_macs_per_pixel, descriptor_stride, descriptor_topology
 from .unet import bilinear_at, l2_normalize, sample_keypoint_descriptors, unet_forward
 
 
@@ -41,26 +40,27 @@ class Descriptor(nn.Module):
             raise ValueError(f"descriptor kind {d['kind']!r} is not supported")
         self.topology = descriptor_topology(cfg)
         self.layers = nn.ModuleDict()
-        for name, c_out, c_in, k, _level in descriptor_convs(cfg):
-            # The head's batch norm (no affine, folded at export) keeps every descriptor channel at unit variance
-            # over the batch: with hardest negatives from the first step, descriptors otherwise collapse to one
-            # point (measured: positive and negative distances both under 0.1 after 40 steps).
-            self.layers[name] = _ConvBN(c_in, c_out, k, relu=name != "head", affine=name != "head")
+        for c in self.topology.convs:
+            # The head's batch norm (the layer without ReLU; no affine, folded at export) keeps every descriptor
+            # channel at unit variance over the batch: with hardest negatives from the first step, descriptors
+            # otherwise collapse to one point (measured: positive and negative distances both under 0.1 after 40
+            # steps).
+            self.layers[c.name] = _ConvBN(c.c_in, c.c_out, c.kernel, relu=c.relu, affine=c.relu)
 
     @property
     def stride(self) -> int:
-        return descriptor_stride(self.cfg)
+        return self.topology.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 1, H, W] -> L2-normalised descriptor map [B, D, H/S, W/S] (floor at every pooling)."""
-        return unet_forward(self.topology, x, lambda name, t: self.layers[name](t))
+        return unet_forward(self.topology, x, lambda step, t: self.layers[step.name](t))
 
     def sample(self, dmap: torch.Tensor, xy: torch.Tensor, theta: torch.Tensor | None, image_hw) -> torch.Tensor:
         """Descriptors [K, D] at level-0 keypoints; version 1 ignores the orientation."""
         return sample_keypoint_descriptors(self.topology, dmap, xy, theta, image_hw)
 
     def export(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {name: self.layers[name].export() for name, *_ in descriptor_convs(self.cfg)}
+        return {c.name: self.layers[c.name].export() for c in self.topology.convs}
 
 
 def sample_descriptors(dmap: torch.Tensor, xy: torch.Tensor, stride: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from .basis import BasisSpec
-from .config import DETECTOR_MAC_BUDGET, detector_macs_per_pixel, receptive_field
+from .config import DETECTOR_MAC_BUDGET, detector_topology
 from .layers import FieldBatchNorm, GroupConv, LiftConv, orientation_pool
 
 
@@ -19,35 +19,33 @@ class Detector(nn.Module):
     def __init__(self, cfg: dict, logit_gain: float = 1.0, spec: BasisSpec | None = None):
         super().__init__()
         self.cfg = cfg
-        n, k, fields = cfg["group_order"], cfg["detector"]["kernel"], cfg["detector"]["fields"]
-        if fields[-1] != 1:
-            raise ValueError("the detector's last layer must output one regular field")
-        spec = spec or BasisSpec(kernel=k)
+        self.topology = detector_topology(cfg)
+        n = self.topology.group_order
+        spec = spec or BasisSpec(kernel=self.topology.kernel)
         self.group_order, self.logit_gain, self.spec = n, logit_gain, spec
         self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        f_in = None
-        for i, f in enumerate(fields):
-            last = i == len(fields) - 1
-            # The last layer gets a unit-gain init: no ReLU follows it.
-            conv = LiftConv(n, f, spec) if f_in is None else GroupConv(n, f_in, f, spec, gain=1.0 if last else 2.0)
-            self.convs.append(conv)
-            if not last:
-                self.norms.append(FieldBatchNorm(n, f))
-            f_in = f
+        self.norms = nn.ModuleList()  # one per layer with a ReLU: all but the last
+        for layer in self.topology.convs:
+            if layer.lifting:
+                self.convs.append(LiftConv(n, layer.fields_out, spec))
+            else:
+                gain = 2.0 if layer.relu else 1.0  # the last layer gets a unit-gain init: no ReLU follows it
+                self.convs.append(GroupConv(n, layer.fields_in, layer.fields_out, spec, gain=gain))
+            if layer.relu:
+                self.norms.append(FieldBatchNorm(n, layer.fields_out))
 
     @property
     def receptive_field(self) -> int:
-        return receptive_field(self.cfg)
+        return self.topology.receptive_field
 
     def forward(self, x: torch.Tensor, theta: float = 0.0) -> torch.Tensor:
         """x [B, 1, H, W] normalised gray -> group logits [B, N, H-R+1, W-R+1].
 
         theta != 0 rotates every filter by theta (the continuous-rotation tests)."""
-        for i, conv in enumerate(self.convs):
+        for layer, conv in zip(self.topology.convs, self.convs):
             x = conv(x, theta)
-            if i < len(self.norms):
-                x = torch.relu(self.norms[i](x))
+            if layer.relu:
+                x = torch.relu(self.norms[layer.index](x))
         return x * self.logit_gain
 
     def heatmap(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,22 +58,22 @@ class Detector(nn.Module):
     def export(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Dense (weight, bias) per layer with batch norm and the logit gain folded in."""
         layers = []
-        for i, conv in enumerate(self.convs):
+        for layer, conv in zip(self.topology.convs, self.convs):
             w, b = conv.export()
-            if i < len(self.norms):
-                w, b = self.norms[i].fold(w, b)
-            else:
+            if layer.relu:
+                w, b = self.norms[layer.index].fold(w, b)
+            else:  # the last layer: its output is the logits
                 w, b = w * self.logit_gain, b * self.logit_gain
             layers.append((w, b))
         return layers
 
 
 def describe_budget(cfg: dict) -> str:
-    macs = detector_macs_per_pixel(cfg)
+    topo = detector_topology(cfg)
+    macs = topo.macs_per_pixel
     verdict = "within" if macs <= DETECTOR_MAC_BUDGET else "OVER"
-    return (f"detector: C{cfg['group_order']}, {len(cfg['detector']['fields'])} layers {cfg['detector']['kernel']}x"
-            f"{cfg['detector']['kernel']}, receptive field {receptive_field(cfg)}, {macs} MAC/px "
-            f"({verdict} the {DETECTOR_MAC_BUDGET} budget)")
+    return (f"detector: C{topo.group_order}, {len(topo.convs)} layers {topo.kernel}x{topo.kernel}, receptive field "
+            f"{topo.receptive_field}, {macs} MAC/px ({verdict} the {DETECTOR_MAC_BUDGET} budget)")
 
 
 if __name__ == "__main__":

@@ -69,16 +69,17 @@ def golden_keypoints(h: int, w: int) -> torch.Tensor:
 def export_tensors(detector, descriptor) -> dict[str, torch.Tensor]:
     tensors = {}
     n = detector.group_order
-    for i, (w, b) in enumerate(detector.export()):
+    for layer, (w, b) in zip(detector.topology.convs, detector.export()):
         w, b = w.float().contiguous(), b.float().contiguous()
-        check_rot90_structure(f"detector.{i}.weight", w, n, lifting=i == 0)
-        tensors[f"detector.{i}.weight"], tensors[f"detector.{i}.bias"] = w, b
+        check_rot90_structure(f"{layer.tensor_name}.weight", w, n, lifting=layer.lifting)
+        tensors[f"{layer.tensor_name}.weight"], tensors[f"{layer.tensor_name}.bias"] = w, b
     topo = descriptor.topology
-    for name, (w, b) in descriptor.export().items():
-        w, b = w.float().contiguous(), b.float().contiguous()
+    exported = descriptor.export()
+    for layer in topo.convs:
+        w, b = (t.float().contiguous() for t in exported[layer.name])
         if topo.group:  # version 2: every layer is equivariant, the engine checks the same structure
-            check_rot90_structure(f"descriptor.{name}.weight", w, topo.group_order, lifting=topo.conv(name).lifting)
-        tensors[f"descriptor.{name}.weight"], tensors[f"descriptor.{name}.bias"] = w, b
+            check_rot90_structure(f"{layer.tensor_name}.weight", w, topo.group_order, lifting=layer.lifting)
+        tensors[f"{layer.tensor_name}.weight"], tensors[f"{layer.tensor_name}.bias"] = w, b
     return tensors
 
 

@@ -63,7 +63,7 @@ class GroupDescriptor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 1, H, W] -> L2-normalised map [B, F*N, H_o, W_o] (H_o = ceil(H / 2) per level down)."""
-        return unet_forward(self.topology, x, lambda name, t: self.layers[name](t))
+        return unet_forward(self.topology, x, lambda step, t: self.layers[step.name](t))
 
     def sample(self, dmap: torch.Tensor, xy: torch.Tensor, theta: torch.Tensor, image_hw) -> torch.Tensor:
         """Aligned, L2-normalised descriptors [K, D] at level-0 keypoints xy [K, 2] with orientations theta [K]."""

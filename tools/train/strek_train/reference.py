@@ -6,17 +6,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import descriptor_convs, descriptor_topology
+from .config import descriptor_topology, detector_topology
 from .layers import orientation_pool
 from .unet import sample_keypoint_descriptors, unet_forward
 
 
 def detector_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> torch.Tensor:
     """x [1, 1, H, W] normalised -> group logits [1, N, H-R+1, W-R+1]: valid cross-correlations, ReLU but last."""
-    layers = len(cfg["detector"]["fields"])
-    for i in range(layers):
-        x = F.conv2d(x, tensors[f"detector.{i}.weight"].to(x.dtype), tensors[f"detector.{i}.bias"].to(x.dtype))
-        if i < layers - 1:
+    for layer in detector_topology(cfg).convs:
+        w, b = tensors[f"{layer.tensor_name}.weight"].to(x.dtype), tensors[f"{layer.tensor_name}.bias"].to(x.dtype)
+        x = F.conv2d(x, w, b)
+        if layer.relu:
             x = torch.relu(x)
     return x
 
@@ -24,14 +24,12 @@ def detector_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tenso
 def descriptor_forward(tensors: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> torch.Tensor:
     """x [1, 1, H, W] normalised -> L2-normalised descriptor map [1, D, H_o, W_o] (either kind): every layer a
     dense cross-correlation with zero "same" padding (k // 2) and bias, ReLU where the topology says."""
-    topo = descriptor_topology(cfg)
+    def conv(step, t):
+        w, b = tensors[f"{step.tensor_name}.weight"].to(t.dtype), tensors[f"{step.tensor_name}.bias"].to(t.dtype)
+        y = F.conv2d(t, w, b, padding=step.kernel // 2)
+        return torch.relu(y) if step.relu else y
 
-    def conv(name, t):
-        w, b = tensors[f"descriptor.{name}.weight"].to(t.dtype), tensors[f"descriptor.{name}.bias"].to(t.dtype)
-        y = F.conv2d(t, w, b, padding=w.shape[-1] // 2)
-        return torch.relu(y) if topo.conv(name).relu else y
-
-    return unet_forward(topo, x, conv)
+    return unet_forward(descriptor_topology(cfg), x, conv)
 
 
 def keypoint_descriptors(cfg: dict, descriptor_map: torch.Tensor, keypoints: torch.Tensor, image_hw) -> torch.Tensor:
@@ -56,9 +54,5 @@ def run_model(tensors: dict[str, torch.Tensor], cfg: dict, image_u8: torch.Tenso
 
 
 def expected_tensor_names(cfg: dict) -> list[str]:
-    names = []
-    for i in range(len(cfg["detector"]["fields"])):
-        names += [f"detector.{i}.weight", f"detector.{i}.bias"]
-    for name, *_ in descriptor_convs(cfg):
-        names += [f"descriptor.{name}.weight", f"descriptor.{name}.bias"]
-    return names
+    layers = (*detector_topology(cfg).convs, *descriptor_topology(cfg).convs)
+    return [f"{layer.tensor_name}.{part}" for layer in layers for part in ("weight", "bias")]

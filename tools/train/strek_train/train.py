@@ -163,90 +163,122 @@ def build_detector(train_config: dict | None, cfg: dict, temperature: float | No
     return Detector(cfg, logit_gain=train_config["logit_gain"], spec=BasisSpec(**train_config["basis"]))
 
 
+def frozen_detector(det_ckpt: dict, device: torch.device) -> Detector:
+    """The trained detector of a checkpoint, in eval mode and without gradients (the descriptor stage's)."""
+    detector = build_detector(det_ckpt["train_config"], det_ckpt["model_config"]).to(device)
+    detector.load_state_dict(det_ckpt["model"])
+    return detector.eval().requires_grad_(False)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def resume_checkpoint(args) -> dict | None:
+    """OUT/checkpoint.pt when it exists; the arguments that define a run (FIXED_ON_RESUME, the stage among them)
+    are then the checkpoint's."""
+    path = os.path.join(args.out, CHECKPOINT)
+    if not os.path.exists(path):
+        return None
+    ckpt = load_checkpoint(path)
+    saved = ckpt["args"]
+    for key in FIXED_ON_RESUME:
+        if key in saved and getattr(args, key) != saved[key]:
+            print(f"resume: keeping {key}={saved[key]!r} from the checkpoint (command line: {getattr(args, key)!r})",
+                  flush=True)
+            setattr(args, key, saved[key])
+    return ckpt
+
+
+def init_checkpoint(args) -> dict | None:
+    """The --init checkpoint, whose weights a new run starts from; it must be of the same stage."""
+    if not args.init:
+        return None
+    init = load_checkpoint(args.init)
+    if init["args"]["stage"] != args.stage:
+        raise SystemExit(f"--init {args.init} is a {init['args']['stage']} run, not {args.stage}")
+    return init
+
+
+def train_configs(args) -> tuple[SamplerConfig, RewardConfig, PairConfig]:
+    """The sampler, reward and pair settings of the command line (both stages record them in the checkpoint)."""
+    return (SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget, args.logit_bound),
+            RewardConfig(match_distance=args.match_distance, penalty=args.penalty),
+            PairConfig(size=args.size, view_scale=tuple(args.view_scale), augment=args.augment,
+                       hires_fraction=args.hires))
+
+
 class Trainer:
-    def __init__(self, args):
+    """A training run, the part both stages share: data, optimiser, resume, checkpoints, log and loop.
+
+    A stage's subclass (DetectorTrainer, DescriptorTrainer) builds its models (`new_model_config`, `build_models`)
+    and says what one step (`train_step`) and one validation (`validate`) are."""
+
+    def __init__(self, args, resumed: dict | None, init: dict | None):
         self.args = args
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
         self.device = torch.device(args.device)
         os.makedirs(args.out, exist_ok=True)
         self.ckpt_path = os.path.join(args.out, CHECKPOINT)
-        ckpt = None
-        if os.path.exists(self.ckpt_path):
-            ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt is not None:
-            saved = ckpt["args"]
-            for key in FIXED_ON_RESUME:
-                if key in saved and getattr(args, key) != saved[key]:
-                    print(f"resume: keeping {key}={saved[key]!r} from the checkpoint (command line: "
-                          f"{getattr(args, key)!r})", flush=True)
-                    setattr(args, key, saved[key])
-            if saved["stage"] != args.stage:
-                raise SystemExit(f"{self.ckpt_path} is a {saved['stage']} run, not {args.stage}")
-        init = None
-        if ckpt is None and args.init:
-            init = torch.load(args.init, map_location="cpu", weights_only=False)
-            if init["args"]["stage"] != args.stage:
-                raise SystemExit(f"--init {args.init} is a {init['args']['stage']} run, not {args.stage}")
-        base = ckpt or init
-        det_ckpt = None
-        if args.stage == "descriptor":
-            if not args.detector:
-                raise SystemExit("--stage descriptor needs --detector RUN/checkpoint.pt (a trained detector)")
-            det_ckpt = torch.load(args.detector, map_location="cpu", weights_only=False)
-        self.cfg = base["model_config"] if base else self.new_model_config(det_ckpt)
+        base = resumed or init
+        self.cfg = base["model_config"] if base else self.new_model_config()
         self.margin = heatmap_margin(self.cfg)
-        self.sampler_cfg = SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget,
-                                         args.logit_bound)
-        self.reward_cfg = RewardConfig(match_distance=args.match_distance, penalty=args.penalty)
-        self.pair_cfg = PairConfig(size=args.size, view_scale=tuple(args.view_scale), augment=args.augment,
-                                   hires_fraction=args.hires)
-        train_imgs, val_imgs, self.data_desc = load_images(args)
-        hires_train, hires_val = [], []
-        if args.hires > 0:
-            hires_train, hires_val = split_images(args.hires_data, HIRES_VALIDATION_COUNT)
-            self.data_desc += (f"; {args.hires:g} of pairs at scale 1 from {args.hires_data}: {len(hires_train)} "
-                               f"photos, last {len(hires_val)} by name held out")
-        self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=args.seed, hires=hires_train)
-        self.val_sets = self.validation_sets(val_imgs, hires_val)
-        self.val = self.val_sets[""]
-
+        self.sampler_cfg, self.reward_cfg, self.pair_cfg = train_configs(args)
+        self.load_data()
         torch.manual_seed(args.seed)
-        self.detector = build_detector(base["train_config"] if base else None, self.cfg, args.temperature)
-        self.detector.to(self.device)
-        self.detector_provenance = None
-        if args.stage == "detector":
-            self.model = self.detector
-        else:
-            self.detector = build_detector(det_ckpt["train_config"], det_ckpt["model_config"]).to(self.device)
-            self.detector.load_state_dict(det_ckpt["model"])
-            self.detector.eval().requires_grad_(False)
-            self.detector_provenance = {"checkpoint": args.detector, "steps": det_ckpt["step"]}
-            self.model = build_descriptor(self.cfg).to(self.device)
+        self.detector, self.model = self.build_models(base)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.step, self.baseline, self.elapsed = 0, None, 0.0
-        if init is not None:
-            self.model.load_state_dict(init["model"])
-            print(f"initialised from {args.init} (step {init['step']})", flush=True)
-        if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.step, self.baseline, self.elapsed = ckpt["step"], ckpt["baseline"], ckpt["elapsed_s"]
-            print(f"resumed {self.ckpt_path} at step {self.step}", flush=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = args.lr
+        self.restore(init, resumed)
         self.log = RunLog(os.path.join(args.out, "log.csv"), LOG_COLUMNS[args.stage],
-                          self.step if ckpt is not None else None)
+                          self.step if resumed is not None else None)
         self.stop_requested = False
 
-    def new_model_config(self, det_ckpt: dict | None) -> dict:
-        """A new run's model config: the detector checkpoint's (descriptor stage) or the defaults, with the
-        descriptor of --descriptor-kind."""
+    # ---- per stage -----------------------------------------------------------------------------------------
+    def new_model_config(self) -> dict:
+        """A new run's model config."""
+        raise NotImplementedError
+
+    def build_models(self, base: dict | None) -> tuple[Detector, torch.nn.Module]:
+        """(the detector, the module this stage trains), after torch.manual_seed(--seed)."""
+        raise NotImplementedError
+
+    def detector_provenance(self) -> dict | None:
+        """The frozen detector this stage trains against, for the checkpoint."""
+        return None
+
+    def train_step(self) -> dict:
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        raise NotImplementedError
+
+    # ---- shared --------------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        """The training pairs (`source`), the held-out pairs (`val_sets`) and where they come from (`data_desc`)."""
         a = self.args
-        cfg = json.loads(json.dumps(det_ckpt["model_config"])) if det_ckpt else default_config(group_order=a.group_order)
-        if a.stage == "descriptor" or a.descriptor_kind != "unet":
-            cfg["descriptor"] = default_descriptor(a.descriptor_kind)
-        return cfg
+        train_imgs, val_imgs, self.data_desc = load_images(a)
+        hires_train, hires_val = [], []
+        if a.hires > 0:
+            hires_train, hires_val = split_images(a.hires_data, HIRES_VALIDATION_COUNT)
+            self.data_desc += (f"; {a.hires:g} of pairs at scale 1 from {a.hires_data}: {len(hires_train)} "
+                               f"photos, last {len(hires_val)} by name held out")
+        self.source = PairSource(train_imgs, self.pair_cfg, self.cfg, seed=a.seed, hires=hires_train)
+        self.val_sets = self.validation_sets(val_imgs, hires_val)
+
+    def restore(self, init: dict | None, resumed: dict | None) -> None:
+        """The weights of --init, or the whole state of the resumed run; then --lr either way."""
+        if init is not None:
+            self.model.load_state_dict(init["model"])
+            print(f"initialised from {self.args.init} (step {init['step']})", flush=True)
+        if resumed is not None:
+            self.model.load_state_dict(resumed["model"])
+            self.optimizer.load_state_dict(resumed["optimizer"])
+            self.step, self.baseline, self.elapsed = resumed["step"], resumed["baseline"], resumed["elapsed_s"]
+            print(f"resumed {self.ckpt_path} at step {self.step}", flush=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.args.lr
 
     def validation_sets(self, val_imgs: list, hires_val: list) -> dict:
         """Held-out pairs, made once: "" under the basic changes (comparable across all runs), "_real" under the
@@ -285,13 +317,78 @@ class Trainer:
             "args": vars(self.args),
             "command": command_line("strek_train.train"),
             "data": self.data_desc,
-            "detector": self.detector_provenance,
+            "detector": self.detector_provenance(),
             "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }, self.ckpt_path)
 
-    # ---- detector ------------------------------------------------------------------------------------------
-    def detector_step(self) -> dict:
+    def validate_sets(self, metrics, score_name: str, count_name: str) -> dict:
+        """`metrics(pairs) -> (score, count)` on every held-out set: the score per set (`score_name` + the set's
+        suffix), the count on the main set only."""
+        out = {}
+        for suffix, pairs in self.val_sets.items():
+            score, count = metrics(pairs)
+            out[f"{score_name}{suffix}"] = score
+            if not suffix:
+                out[count_name] = count
+        return out
+
+    def run(self) -> None:
+        a = self.args
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: setattr(self, "stop_requested", True))
+        print(describe_detector(self.cfg), flush=True)
+        print(describe_descriptor(self.cfg), flush=True)
+        print(f"stage {a.stage}, step {self.step} -> {a.steps}, view {a.size}px, batch {a.batch}, device "
+              f"{self.device}, {torch.get_num_threads()} thread(s); data: {self.data_desc}", flush=True)
+        if self.step == 0:
+            row = {"step": 0, "elapsed_s": 0.0, **self.validate()}
+            self.log.write(row)
+            print(json.dumps(row), flush=True)
+        self.model.train()
+        last_ckpt = time.time()
+        acc, t_window = [], time.time()
+        while self.step < a.steps and not self.stop_requested:
+            t0 = time.time()
+            metrics = self.train_step()
+            self.step += 1
+            self.elapsed += time.time() - t0
+            acc.append(metrics)
+            row = None
+            if self.step % a.log_every == 0:
+                row = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
+                row.update(step=self.step, elapsed_s=self.elapsed, sec_per_step=(time.time() - t_window) / len(acc))
+                acc, t_window = [], time.time()
+            if self.step % a.val_every == 0:
+                row = {**(row or {"step": self.step, "elapsed_s": self.elapsed}), **self.validate()}
+                t_window = time.time()
+            if row is not None:
+                self.log.write(row)
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                      flush=True)
+            if time.time() - last_ckpt >= a.ckpt_minutes * 60:
+                self.checkpoint()
+                last_ckpt = time.time()
+        self.checkpoint()
+        why = "stop requested" if self.stop_requested else "step target reached"
+        print(f"checkpoint written at step {self.step} ({why})", flush=True)
+
+
+class DetectorTrainer(Trainer):
+    """Stage 1: the detector, trained by REINFORCE on the repeatability of its sampled keypoints."""
+
+    def new_model_config(self) -> dict:
+        """The defaults with the descriptor of --descriptor-kind (untrained until a descriptor run replaces it)."""
+        cfg = default_config(group_order=self.args.group_order)
+        cfg["descriptor"] = default_descriptor(self.args.descriptor_kind)
+        return cfg
+
+    def build_models(self, base: dict | None) -> tuple[Detector, torch.nn.Module]:
+        train_config = base["train_config"] if base else None
+        detector = build_detector(train_config, self.cfg, self.args.temperature).to(self.device)
+        return detector, detector
+
+    def train_step(self) -> dict:
         a = self.args
         v1, v2, h12 = self.source.batch(self.step, a.batch, self.device)
         heat = self.detector(torch.cat([v1, v2])).max(dim=1).values  # score logits [2B, H', W']
@@ -318,23 +415,11 @@ class Trainer:
     def heatmaps(self, views: torch.Tensor) -> torch.Tensor:
         self.detector.eval()
         out = torch.cat([self.detector.heatmap(views[i:i + 8].to(self.device)).cpu() for i in range(0, len(views), 8)])
-        if self.args.stage == "detector":
-            self.detector.train()
+        self.detector.train()
         return out
 
-    def validate_detector(self) -> dict:
+    def validate(self) -> dict:
         return self.validate_sets(self.detector_val_metrics, "val_rep3", "val_points")
-
-    def validate_sets(self, metrics, score_name: str, count_name: str) -> dict:
-        """`metrics(pairs) -> (score, count)` on every held-out set: the score per set (`score_name` + the set's
-        suffix), the count on the main set only."""
-        out = {}
-        for suffix, pairs in self.val_sets.items():
-            score, count = metrics(pairs)
-            out[f"{score_name}{suffix}"] = score
-            if not suffix:
-                out[count_name] = count
-        return out
 
     def detector_val_metrics(self, pairs) -> tuple[float, float]:
         v1, v2, h12 = pairs
@@ -348,7 +433,32 @@ class Trainer:
             points.append((len(xy1) + len(xy2)) / 2)
         return float(np.mean(reps)), float(np.mean(points))
 
-    # ---- descriptor ----------------------------------------------------------------------------------------
+
+class DescriptorTrainer(Trainer):
+    """Stage 2: the descriptor, trained on the keypoints and orientations of a frozen detector (--detector)."""
+
+    def __init__(self, args, resumed: dict | None, init: dict | None):
+        if not args.detector:
+            raise SystemExit("--stage descriptor needs --detector RUN/checkpoint.pt (a trained detector)")
+        self.det_ckpt = load_checkpoint(args.detector)
+        super().__init__(args, resumed, init)
+
+    def new_model_config(self) -> dict:
+        """The frozen detector's model config with the descriptor of --descriptor-kind."""
+        cfg = json.loads(json.dumps(self.det_ckpt["model_config"]))
+        cfg["descriptor"] = default_descriptor(self.args.descriptor_kind)
+        return cfg
+
+    def build_models(self, base: dict | None) -> tuple[Detector, torch.nn.Module]:
+        # Every descriptor run so far first drew a new detector's initial weights here and dropped them; drawing
+        # them still keeps a new run's initial descriptor (for a given --seed) what it was.
+        build_detector(base["train_config"] if base else None, self.cfg, self.args.temperature)
+        detector = frozen_detector(self.det_ckpt, self.device)
+        return detector, build_descriptor(self.cfg).to(self.device)
+
+    def detector_provenance(self) -> dict:
+        return {"checkpoint": self.args.detector, "steps": self.det_ckpt["step"]}
+
     @torch.no_grad()
     def score_and_orientation(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score logits and orientations [B, H', W'] of the frozen detector (orientation pooling)."""
@@ -373,7 +483,7 @@ class Trainer:
                                                                                                2 * a.pos_jitter)
         return p + noise.to(p.device, p.dtype)
 
-    def descriptor_step(self) -> dict:
+    def train_step(self) -> dict:
         a = self.args
         v1, v2, h12 = self.source.batch(self.step, a.batch, self.device)
         keypoints, thetas, _ = self.detect(v1, a.desc_keypoints)
@@ -411,7 +521,7 @@ class Trainer:
         return {"loss": loss.item(), **stats, "keypoints": sum(len(x) for x in anchors) / a.batch}
 
     @torch.no_grad()
-    def validate_descriptor(self) -> dict:
+    def validate(self) -> dict:
         return self.validate_sets(self.descriptor_val_metrics, "val_mma3", "val_matches")
 
     def descriptor_val_metrics(self, pairs) -> tuple[float, float]:
@@ -431,52 +541,15 @@ class Trainer:
         self.model.train()
         return float(np.mean(accs)), float(np.mean(counts))
 
-    # ---- loop ----------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        a = self.args
-        step_fn = self.detector_step if a.stage == "detector" else self.descriptor_step
-        validate = self.validate_detector if a.stage == "detector" else self.validate_descriptor
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: setattr(self, "stop_requested", True))
-        print(describe_detector(self.cfg), flush=True)
-        print(describe_descriptor(self.cfg), flush=True)
-        print(f"stage {a.stage}, step {self.step} -> {a.steps}, view {a.size}px, batch {a.batch}, device "
-              f"{self.device}, {torch.get_num_threads()} thread(s); data: {self.data_desc}", flush=True)
-        if self.step == 0:
-            row = {"step": 0, "elapsed_s": 0.0, **validate()}
-            self.log.write(row)
-            print(json.dumps(row), flush=True)
-        self.model.train()
-        last_ckpt = time.time()
-        acc, t_window = [], time.time()
-        while self.step < a.steps and not self.stop_requested:
-            t0 = time.time()
-            metrics = step_fn()
-            self.step += 1
-            self.elapsed += time.time() - t0
-            acc.append(metrics)
-            row = None
-            if self.step % a.log_every == 0:
-                row = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
-                row.update(step=self.step, elapsed_s=self.elapsed, sec_per_step=(time.time() - t_window) / len(acc))
-                acc, t_window = [], time.time()
-            if self.step % a.val_every == 0:
-                row = {**(row or {"step": self.step, "elapsed_s": self.elapsed}), **validate()}
-                t_window = time.time()
-            if row is not None:
-                self.log.write(row)
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
-                      flush=True)
-            if time.time() - last_ckpt >= a.ckpt_minutes * 60:
-                self.checkpoint()
-                last_ckpt = time.time()
-        self.checkpoint()
-        why = "stop requested" if self.stop_requested else "step target reached"
-        print(f"checkpoint written at step {self.step} ({why})", flush=True)
+
+TRAINERS = {"detector": DetectorTrainer, "descriptor": DescriptorTrainer}
 
 
 def main(argv=None) -> None:
-    Trainer(parse_args(argv)).run()
+    args = parse_args(argv)
+    resumed = resume_checkpoint(args)  # a resumed run keeps its stage, whatever --stage says
+    init = init_checkpoint(args) if resumed is None else None
+    TRAINERS[args.stage](args, resumed, init).run()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The descriptor U-Net's skeleton, shared by the training modules (both kinds) and the reference forward.
+"""The descriptor U-Net's walk, shared by the training modules (both kinds), the reference forward and tools/gpu.
 
-`unet_forward` runs the topology of `config.descriptor_topology` with a caller-supplied convolution, so the
-training module (steerable filters, batch norm) and the reference (exported dense tensors only) cannot disagree on
-the order of layers, the resampling or the skips.  Keypoint sampling, including the group alignment of version 2,
-lives here too: the engine implements exactly these formulas (tools/train/README.md, "Descriptor version 2").
+`unet_forward` runs the steps of `config.descriptor_topology` with a caller-supplied convolution, so the training
+module (steerable filters, batch norm) and the reference (exported dense tensors only) cannot disagree on the order
+of layers, the resampling or the skips.  Keypoint sampling, including the group alignment of version 2, lives here
+too: the engine implements exactly these formulas (tools/train/README.md, "Descriptor version 2").
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import DescriptorTopology
+from .config import (POOL_BILINEAR_HALF, POOL_MEAN_2X2, DescConv, DescriptorTopology, KeepSkip, L2Normalize, Pool,
+                     UpsampleConcat)
 
 
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -47,32 +48,45 @@ def downsample_plain(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
-ConvFn = Callable[[str, torch.Tensor], torch.Tensor]
+POOLINGS = {POOL_MEAN_2X2: downsample_plain, POOL_BILINEAR_HALF: downsample_group}
+POOLED_SIZES = {POOL_MEAN_2X2: lambda h, w: (h // 2, w // 2), POOL_BILINEAR_HALF: half_size}
+
+ConvFn = Callable[[DescConv, torch.Tensor], torch.Tensor]
 
 
 def unet_forward(topo: DescriptorTopology, x: torch.Tensor, conv: ConvFn) -> torch.Tensor:
-    """x [B, 1, H, W] normalised gray -> L2-normalised descriptor map [B, D, H_o, W_o].
+    """x [B, 1, H, W] normalised gray -> L2-normalised descriptor map [B, D, H_o, W_o], step by step.
 
-    `conv(name, x)` applies the named convolution with zero "same" padding, its bias, and the ReLU that the
-    topology gives it.  Skips are concatenated after the upsampled map (channels, hence whole fields)."""
-    down = downsample_group if topo.group else downsample_plain
-    skips = []
-    for level in range(topo.levels):
-        if level > 0:
-            x = down(x)
-        x = conv(f"enc{level}b", conv(f"enc{level}a", x))
-        skips.append(x)
-    for m in range(topo.decoders):
-        skip = skips[topo.levels - 2 - m]
-        x = resize_bilinear(x, skip.shape[-2:])
-        x = conv(f"dec{m}", torch.cat([x, skip], dim=1))
-    return l2_normalize(conv("head", x), dim=1)
+    `conv(step, x)` applies the step's convolution with zero "same" padding, its bias, and the ReLU that the step
+    gives it.  Skips are concatenated after the upsampled map (channels, hence whole fields)."""
+    skips = {}
+    for step in topo.steps:
+        if isinstance(step, DescConv):
+            x = conv(step, x)
+        elif isinstance(step, Pool):
+            x = POOLINGS[step.mode](x)
+        elif isinstance(step, KeepSkip):
+            skips[step.level] = x
+        elif isinstance(step, UpsampleConcat):
+            skip = skips[step.skip]
+            x = torch.cat([resize_bilinear(x, skip.shape[-2:]), skip], dim=1)
+        elif isinstance(step, L2Normalize):
+            x = l2_normalize(x, dim=1)
+        else:
+            raise TypeError(f"unknown descriptor step {step!r}")
+    return x
 
 
 def output_size(topo: DescriptorTopology, h: int, w: int) -> tuple[int, int]:
-    """The descriptor map's size for an H x W input."""
-    for _ in range(topo.out_level):
-        h, w = half_size(h, w) if topo.group else (h // 2, w // 2)
+    """The descriptor map's size for an H x W input: the same walk, on sizes."""
+    sizes = {}
+    for step in topo.steps:
+        if isinstance(step, Pool):
+            h, w = POOLED_SIZES[step.mode](h, w)
+        elif isinstance(step, KeepSkip):
+            sizes[step.level] = (h, w)
+        elif isinstance(step, UpsampleConcat):
+            h, w = sizes[step.skip]
     return h, w
 
 
