@@ -14,14 +14,15 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use strek::eval::homography::{dlt, estimate, Ransac};
+use strek::geometry::homography::{dlt, estimate, Ransac};
 use strek::eval::metrics::{evaluate_pair, Protocol};
 use strek::geometry::Homography;
-use strek::colmap::{fundamental, verify};
+use strek::colmap::verify;
+use strek::geometry::fundamental;
 use strek::cpu::matching::mutual_nearest;
 use strek::ops::matching::mutual_nearest_reference;
 use strek::Matcher;
-use strek::ops::nms_topk::KeypointRecord;
+use strek::features::KeypointRecord;
 use strek::rng::Rng;
 use strek::Features;
 
@@ -77,8 +78,8 @@ fn readback(c: &mut Criterion) {
             b.iter(|| {
                 data.iter()
                     .map(|bytes| {
-                        let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&bytes[..32 * 1000]);
-                        let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[32 * 1000..]);
+                        let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&bytes[..KeypointRecord::BYTES as usize * 1000]);
+                        let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[KeypointRecord::BYTES as usize * 1000..]);
                         let mut f = Features::empty([640, 480], DIM);
                         f.push_records(&records, &descriptors);
                         black_box(f)
@@ -116,7 +117,7 @@ fn matching(c: &mut Criterion) {
 
 /// Matches of a synthetic two-view scene (TUM's intrinsics, a small rotation and translation) in COLMAP's layout
 /// of keypoint rows, a share `outliers` of them random.
-fn two_view(rng: &mut Rng, n: usize, outliers: f32) -> (Vec<[f32; 6]>, Vec<[f32; 6]>, fundamental::Mat3) {
+fn two_view(rng: &mut Rng, n: usize, outliers: f32) -> (Vec<[f32; 6]>, Vec<[f32; 6]>, strek::geometry::Mat3) {
     let k = fundamental::calibration(535.4, 539.2, 320.1, 247.6);
     let (s, c) = 0.1f64.sin_cos();
     let project = |p: [f64; 3]| [(k[0][0] * p[0] / p[2] + k[0][2]) as f32, (k[1][1] * p[1] / p[2] + k[1][2]) as f32];

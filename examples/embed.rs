@@ -2,12 +2,13 @@
 //! scene into a texture (here twice, the second time turned by a quarter), and hands the textures to strek, which
 //! extracts on the same device without a round trip through the CPU.
 //!
-//! `cargo run --release --example embed` (uses weights/strek.safetensors when present, else a random equivariant
-//! model). Exits non-zero if the keypoints of the two frames do not correspond.
+//! `cargo run --release --no-default-features --example embed`: the library alone, as an application embeds it
+//! (uses weights/strek.safetensors when present, else a random equivariant model). Exits non-zero if the keypoints
+//! of the two frames do not correspond.
 
 use strek::geometry::Homography;
 use strek::eval::metrics::repeatability;
-use strek::{Extractor, Gpu, ModelConfig, Weights};
+use strek::{GpuExtractor, Gpu, ModelConfig, Weights};
 
 const SIZE: u32 = 192;
 
@@ -125,7 +126,7 @@ fn main() {
     let gpu = Gpu::from_device(device.clone(), queue.clone(), &adapter.get_info());
     let weights = Weights::load(std::path::Path::new(strek::DEFAULT_WEIGHTS))
         .unwrap_or_else(|_| Weights::random(&ModelConfig::default_s_trek(), 1));
-    let mut extractor = Extractor::new(&gpu, &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).expect("extractor");
+    let mut extractor = GpuExtractor::new(&gpu, &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).expect("extractor");
     let a = extractor.extract_texture(&upright).expect("extraction from the first frame");
     let b = extractor.extract_texture(&turned).expect("extraction from the second frame");
     let c = (SIZE as f64 - 1.0) / 2.0;

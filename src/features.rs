@@ -2,9 +2,27 @@
 //! other program) and JSON.
 
 use crate::error::{Error, Result};
-use crate::ops::nms_topk::KeypointRecord;
 use std::io::Write;
 use std::path::Path;
+
+/// A selected keypoint as the GPU writes it and the references return it (the layout of nms_topk.wgsl's output).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct KeypointRecord {
+    pub x: f32,
+    pub y: f32,
+    pub score: f32,
+    pub orientation: f32,
+    pub scale: f32,
+    pub level: f32,
+    pub valid: f32,
+    pub _pad: f32,
+}
+
+impl KeypointRecord {
+    /// Bytes per record in GPU buffers.
+    pub const BYTES: u64 = std::mem::size_of::<Self>() as u64;
+}
 
 /// Keypoints sorted by descending score, with their descriptors (row-major `[len, dim]`, L2-normalised).
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -50,13 +68,13 @@ impl Features {
     /// Re-expresses features found in a resampled copy of an image (of `self.image_size`) in the pixels of the
     /// image itself (of `image_size`): pixel centres map as x = (x' + 0.5) * W / w - 0.5, scales by sqrt(sx * sy).
     pub fn rescale_to(&mut self, image_size: [u32; 2]) {
-        let sx = image_size[0] as f32 / self.image_size[0] as f32;
-        let sy = image_size[1] as f32 / self.image_size[1] as f32;
+        let sx = image_size[0] as f64 / self.image_size[0] as f64;
+        let sy = image_size[1] as f64 / self.image_size[1] as f64;
         for [x, y] in &mut self.keypoints {
-            *x = (*x + 0.5) * sx - 0.5;
-            *y = (*y + 0.5) * sy - 0.5;
+            *x = ((*x as f64 + 0.5) * sx - 0.5) as f32;
+            *y = ((*y as f64 + 0.5) * sy - 0.5) as f32;
         }
-        let s = (sx * sy).sqrt();
+        let s = (sx * sy).sqrt() as f32;
         self.scales.iter_mut().for_each(|v| *v *= s);
         self.image_size = image_size;
     }

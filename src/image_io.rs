@@ -2,7 +2,7 @@
 //! shows them (EXIF applied).
 
 use crate::error::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Samples {
@@ -163,4 +163,41 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     let Some(scan) = last_scan else { return false };
     bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// An image file found by `list_images`: its name relative to the folder listed (`/` separated) and its path.
+#[derive(Clone, Debug)]
+pub struct ImageFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The images of a folder (directly inside it, or below it with `recursive`), sorted by name, named relative to it.
+pub fn list_images(dir: &Path, recursive: bool) -> Result<Vec<ImageFile>> {
+    fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Vec<ImageFile>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            if path.is_dir() {
+                if recursive {
+                    walk(root, &path, recursive, out)?;
+                }
+            } else if is_image(&path) {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                out.push(ImageFile { name, path });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, recursive, &mut out)?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// File extensions read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm", "tif", "tiff", "bmp", "webp"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }

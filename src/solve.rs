@@ -28,10 +28,17 @@ impl Ransac {
 }
 
 /// What `Ransac::run` found: the model, one inlier flag per correspondence, the minimal samples drawn.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Consensus<M> {
     pub model: M,
     pub inliers: Vec<bool>,
     pub iterations: usize,
+}
+
+impl<M> Consensus<M> {
+    pub fn inlier_count(&self) -> usize {
+        count(&self.inliers)
+    }
 }
 
 /// How RANSAC scores a hypothesis: the correspondences whose error is within the threshold.

@@ -14,7 +14,7 @@
 //! # Ok::<(), strek::Error>(())
 //! ```
 
-use crate::colmap::fundamental::{self, Ransac};
+use crate::geometry::fundamental::{self, Ransac};
 use crate::error::Result;
 use crate::features::Features;
 use crate::matcher::Matcher;

@@ -5,7 +5,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 use strek::demo::scene;
 use strek::image_io::Image;
-use strek::{Error, Extractor, ModelConfig, Weights};
+use strek::{Error, GpuExtractor, ModelConfig, Weights};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strek-bad-{name}-{}", std::process::id()));
@@ -73,7 +73,7 @@ fn a_truncated_jpeg_is_an_error_not_an_image_with_invented_pixels() {
 #[test]
 fn empty_and_tiny_images_give_an_error_or_no_keypoints() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
-    let mut extractor = Extractor::new(gpu(), &weights, Default::default()).unwrap();
+    let mut extractor = GpuExtractor::new(gpu(), &weights, Default::default()).unwrap();
     let empty = Image::gray8(0, 0, vec![]);
     assert!(matches!(extractor.extract(&empty), Err(Error::Invalid(_))));
     for (w, h) in [(1, 1), (28, 400), (400, 28), (1, 1000)] {
@@ -96,7 +96,7 @@ fn small_device() -> strek::Gpu {
 fn images_over_the_adapter_limits_are_shrunk_to_fit_and_features_come_back_in_original_pixels() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
     let image = scene(256, 192, 3);
-    let mut extractor = Extractor::new(&small_device(), &weights, Default::default()).unwrap();
+    let mut extractor = GpuExtractor::new(&small_device(), &weights, Default::default()).unwrap();
     let (w, h) = extractor.working_size((256, 192)).unwrap();
     assert!(w < 256 && h < 192 && w > 64, "shrunk to {w}x{h}");
     assert!((w as f64 / h as f64 - 256.0 / 192.0).abs() < 0.02, "aspect kept: {w}x{h}");
@@ -106,7 +106,7 @@ fn images_over_the_adapter_limits_are_shrunk_to_fit_and_features_come_back_in_or
     assert!(features.len() > 20);
 
     // the same as extracting the shrunk image on an unrestricted device, mapped back to the original pixels
-    let mut plain = Extractor::new(gpu(), &weights, Default::default()).unwrap();
+    let mut plain = GpuExtractor::new(gpu(), &weights, Default::default()).unwrap();
     let small = plain.extract(&image.resized(w, h)).unwrap();
     let (sx, sy) = (256.0 / w as f32, 192.0 / h as f32);
     assert_eq!(small.len(), features.len());
@@ -125,7 +125,7 @@ fn images_over_the_adapter_limits_are_shrunk_to_fit_and_features_come_back_in_or
 fn images_over_the_adapter_limits_are_refused_with_a_clear_error_when_asked() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
     let config = strek::Config { oversize: strek::Oversize::Refuse, ..Default::default() };
-    let mut extractor = Extractor::new(&small_device(), &weights, config).unwrap();
+    let mut extractor = GpuExtractor::new(&small_device(), &weights, config).unwrap();
     let err = extractor.extract(&scene(256, 192, 3)).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("256x192") && err.to_string().contains("limit"), "{err}");
@@ -137,7 +137,7 @@ fn images_over_the_adapter_limits_are_refused_with_a_clear_error_when_asked() {
 fn a_lost_device_gives_an_error_not_a_panic() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 1);
     let gpu = strek::Gpu::new(&Default::default()).expect("an adapter");
-    let mut extractor = Extractor::new(&gpu, &weights, Default::default()).unwrap();
+    let mut extractor = GpuExtractor::new(&gpu, &weights, Default::default()).unwrap();
     assert!(extractor.extract(&scene(64, 48, 1)).is_ok());
     gpu.device.destroy();
     for size in [(64, 48), (80, 60)] {

@@ -20,7 +20,7 @@ use strek::ops::conv::conv2d_reference;
 use strek::ops::{unet as unet_ref, Map};
 use strek::rng::Rng;
 use strek::weights::ConvWeights;
-use strek::{Device, Extract, Extractor, GpuOptions, ModelConfig, Weights};
+use strek::{Device, Extract, GpuExtractor, GpuOptions, ModelConfig, Weights};
 
 fn random_conv(rng: &mut Rng, c_in: usize, c_out: usize, k: usize) -> ConvWeights {
     let spec = ConvSpec { name: format!("test {c_in}->{c_out} {k}x{k}"), c_out, c_in, k, level: 0, group: GroupStructure::None };
@@ -215,7 +215,7 @@ fn cpu_and_gpu_paths_give_the_same_features() {
         let weights = Weights::random(&config, 5);
         let image = scene(w, h, 7);
         let options = strek::Config { max_keypoints: Some(150), ..Default::default() };
-        let on_gpu = Extractor::new(gpu, &weights, options.clone()).unwrap().extract(&image).unwrap();
+        let on_gpu = GpuExtractor::new(gpu, &weights, options.clone()).unwrap().extract(&image).unwrap();
         let on_cpu = CpuExtractor::new(&weights, options).unwrap().extract(&image).unwrap();
         assert!(on_gpu.len() > 20);
         assert_same_features(&format!("{w}x{h} cpu vs gpu"), &on_cpu, &on_gpu);
@@ -239,7 +239,7 @@ fn batches_reuse_buffers_and_runs_are_bit_identical() {
     let mut fresh = CpuExtractor::new(&weights, Default::default()).unwrap();
     assert_eq!(fresh.extract(&images[2]).unwrap(), batch[2], "a new extractor gives the same bits");
     let stages: Vec<_> = cpu.stage_times().iter().map(|s| s.0).collect();
-    assert_eq!(stages, strek::cpu::STAGES);
+    assert_eq!(stages, strek::extract::STAGES);
     assert!(cpu.describe().starts_with("CPU: "));
     assert!(cpu.extract(&strek::Image::gray8(0, 0, vec![])).is_err(), "an empty image is an error");
 }
@@ -247,7 +247,7 @@ fn batches_reuse_buffers_and_runs_are_bit_identical() {
 #[test]
 fn open_gives_the_cpu_path_for_device_cpu() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 2);
-    let mut extractor = strek::backend::open(Device::Cpu, &GpuOptions::default(), &weights, Default::default()).unwrap();
+    let mut extractor = strek::Session::open(Device::Cpu, &GpuOptions::default()).unwrap().extractor(&weights, Default::default()).unwrap();
     assert!(extractor.describe().starts_with("CPU: "), "{}", extractor.describe());
     let image = scene(64, 48, 1);
     let direct = CpuExtractor::new(&weights, Default::default()).unwrap().extract(&image).unwrap();

@@ -14,7 +14,7 @@ use strek::model::detector::DetectorGpu;
 use strek::model::pyramid;
 use strek::ops::preprocess::{resize_reference, to_gray_reference};
 use strek::ops::Map;
-use strek::{Extractor, ModelConfig, Weights};
+use strek::{GpuExtractor, ModelConfig, Weights};
 
 fn test_config(n: usize) -> ModelConfig {
     let mut config = ModelConfig::default_s_trek();
@@ -83,7 +83,7 @@ fn extracted_keypoints_of_a_turned_image_are_the_turned_keypoints() {
     let config = test_config(8);
     let weights = Weights::random(&config, 5);
     let gpu = gpu();
-    let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).unwrap();
+    let mut extractor = GpuExtractor::new(gpu, &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).unwrap();
     let image = scene(120, 90, 9);
     let (turned, h) = rotate_image(&image, 90.0);
     let a = extractor.extract(&image).unwrap();

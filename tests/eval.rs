@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use strek::eval::dataset::{fit, DataSet};
-use strek::eval::homography::{dlt, estimate, iterations_needed, Ransac};
+use strek::geometry::homography::{dlt, estimate, iterations_needed, Ransac};
 use strek::eval::metrics::{corner_error, evaluate_pair, repeatability, top_k, visible, Protocol};
 use strek::eval::to_image_size;
 use strek::geometry::{rotate_image, Homography};
@@ -62,7 +62,7 @@ fn ransac_recovers_the_homography_at_known_outlier_ratios() {
         let outliers = (ratio * n as f64) as usize;
         let (from, to) = correspondences(&h, n, outliers, 0.5, 100 + k as u64);
         let e = estimate(&from, &to, &Ransac::homography()).expect("an estimate");
-        let err = corner_error(&e.homography, &h, [640, 480]);
+        let err = corner_error(&e.model, &h, [640, 480]);
         assert!(err < 1.0, "outlier ratio {ratio}: corner error {err}");
         // every true inlier within 3 px is found; an outlier counts only where it happens to agree with h
         let true_inliers = n - outliers;

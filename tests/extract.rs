@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use strek::demo::scene;
 use strek::model::extract_reference;
-use strek::{Extractor, ModelConfig, Weights};
+use strek::{GpuExtractor, ModelConfig, Weights};
 
 #[test]
 fn gpu_extraction_matches_the_reference_pipeline() {
@@ -13,7 +13,7 @@ fn gpu_extraction_matches_the_reference_pipeline() {
     for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config())] {
         let weights = Weights::random(&config, 21);
         let image = scene(w, h, 4);
-        let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(200), ..Default::default() }).unwrap();
+        let mut extractor = GpuExtractor::new(gpu, &weights, strek::Config { max_keypoints: Some(200), ..Default::default() }).unwrap();
         let got = extractor.extract(&image).unwrap();
         let want = extract_reference(&weights, &image, 200);
         assert!(want.len() > 20, "the scene gives keypoints");
@@ -31,7 +31,7 @@ fn a_batch_equals_single_extractions_and_runs_are_bit_identical() {
     let gpu = gpu();
     let weights = Weights::random(&two_level_config(), 8);
     let images = [scene(97, 83, 1), scene(64, 50, 2), scene(97, 83, 3), scene(20, 20, 4)];
-    let mut extractor = Extractor::new(gpu, &weights, Default::default()).unwrap();
+    let mut extractor = GpuExtractor::new(gpu, &weights, Default::default()).unwrap();
     let batch = extractor.extract_batch(&images).unwrap();
     assert_eq!(batch.len(), images.len());
     for (image, batched) in images.iter().zip(&batch) {
@@ -39,6 +39,6 @@ fn a_batch_equals_single_extractions_and_runs_are_bit_identical() {
     }
     assert!(batch[3].is_empty(), "an image smaller than the receptive field has no keypoints");
     assert_eq!(extractor.extract_batch(&images).unwrap(), batch, "a second run is bit-identical");
-    let mut fresh = Extractor::new(gpu, &weights, Default::default()).unwrap();
+    let mut fresh = GpuExtractor::new(gpu, &weights, Default::default()).unwrap();
     assert_eq!(fresh.extract(&images[2]).unwrap(), batch[2], "a new extractor gives the same bits");
 }

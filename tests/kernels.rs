@@ -11,7 +11,8 @@ use common::*;
 use strek::config::{ConvSpec, GroupStructure, InputNorm};
 use strek::image_io::{Image, Samples};
 use strek::ops::conv::{conv2d_reference, out_len, GpuConv};
-use strek::ops::nms_topk::{nms_topk_reference, KeypointRecord, LevelGeom, NmsSettings, NmsTopk};
+use strek::features::KeypointRecord;
+use strek::ops::nms_topk::{nms_topk_reference, LevelGeom, NmsSettings, NmsTopk};
 use strek::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
 use strek::ops::sample::{sample_descriptors, sample_reference};
 use strek::ops::{preprocess, unet, Map};
@@ -140,7 +141,7 @@ fn run_nms(levels: &[(LevelGeom, Map, Map)], s: &NmsSettings) -> Vec<KeypointRec
     let geoms: Vec<LevelGeom> = levels.iter().map(|l| l.0).collect();
     let select = NmsTopk::build(gpu, &geoms, s, &sb, &ob);
     gpu.run(&select.dispatches).unwrap();
-    let bytes = gpu.read_buffer(&select.keypoints, 32 * select.count as u64).unwrap();
+    let bytes = gpu.read_buffer(&select.keypoints, KeypointRecord::BYTES * select.count as u64).unwrap();
     let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&bytes);
     records.into_iter().filter(|r| r.valid > 0.5).collect()
 }

@@ -2,13 +2,13 @@
 //! allocates in this process or on this device while it reads memory.
 
 use strek::demo::scene;
-use strek::{Extractor, ModelConfig, Weights};
+use strek::{GpuExtractor, ModelConfig, Weights};
 
 #[test]
 fn repeated_extractions_keep_host_and_device_memory_flat() {
     let gpu = &strek::Gpu::new(&Default::default()).expect("an adapter");
     let weights = Weights::random(&ModelConfig::default_s_trek(), 2);
-    let mut extractor = Extractor::new(gpu, &weights, strek::Config { max_keypoints: Some(50), ..Default::default() }).unwrap();
+    let mut extractor = GpuExtractor::new(gpu, &weights, strek::Config { max_keypoints: Some(50), ..Default::default() }).unwrap();
     let images = [scene(48, 40, 1), scene(40, 48, 2), scene(45, 45, 3)];
     let device = || gpu.device.generate_allocator_report().map(|r| r.total_allocated_bytes);
     let readings = strek::eval::bench::soak(&mut extractor, &images, 150, 4, device, |_| {}).unwrap();

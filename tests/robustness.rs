@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use strek::demo::scene;
 use strek::image_io::{Image, Samples};
-use strek::{Extractor, ModelConfig, Weights};
+use strek::{GpuExtractor, ModelConfig, Weights};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("strek-robust-{name}-{}", std::process::id()));
@@ -71,7 +71,7 @@ fn sixteen_bit_gray_and_rgba_files_give_the_features_of_the_8_bit_gray_file() {
     let rgba: Vec<u8> = g.iter().flat_map(|&v| [v, v, v, 128]).collect();
     image::RgbaImage::from_raw(90, 70, rgba).unwrap().save(dir.join("rgba.png")).unwrap();
     let weights = Weights::random(&ModelConfig::default_s_trek(), 2);
-    let mut extractor = Extractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(100), ..Default::default() }).unwrap();
+    let mut extractor = GpuExtractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(100), ..Default::default() }).unwrap();
     let reference = extractor.extract(&Image::open(&dir.join("gray8.png")).unwrap()).unwrap();
     assert!(!reference.is_empty());
     for name in ["gray16.png", "rgba.png"] {

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use strek::demo::scene;
 use strek::image_io::{Image, Samples};
-use strek::{Extractor, ModelConfig, Weights};
+use strek::{GpuExtractor, ModelConfig, Weights};
 
 fn rgba_texture(image: &Image, format: wgpu::TextureFormat) -> wgpu::Texture {
     let gpu = gpu();
@@ -32,7 +32,7 @@ fn rgba_texture(image: &Image, format: wgpu::TextureFormat) -> wgpu::Texture {
 #[test]
 fn texture_input_gives_the_features_of_image_input() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 4);
-    let mut extractor = Extractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).unwrap();
+    let mut extractor = GpuExtractor::new(gpu(), &weights, strek::Config { max_keypoints: Some(300), ..Default::default() }).unwrap();
     let image = scene(97, 75, 6);
     let from_image = extractor.extract(&image).unwrap();
     let from_texture = extractor.extract_texture(&rgba_texture(&image, wgpu::TextureFormat::Rgba8Unorm)).unwrap();
@@ -51,7 +51,7 @@ fn texture_input_gives_the_features_of_image_input() {
 #[test]
 fn srgb_textures_are_refused_with_a_clear_error() {
     let weights = Weights::random(&ModelConfig::default_s_trek(), 4);
-    let mut extractor = Extractor::new(gpu(), &weights, Default::default()).unwrap();
+    let mut extractor = GpuExtractor::new(gpu(), &weights, Default::default()).unwrap();
     let texture = rgba_texture(&scene(64, 48, 1), wgpu::TextureFormat::Rgba8UnormSrgb);
     let err = extractor.extract_texture(&texture).unwrap_err().to_string();
     assert!(err.contains("Rgba8UnormSrgb") && err.contains("not sRGB"), "{err}");

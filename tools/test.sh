@@ -15,8 +15,12 @@ echo "== benchmarks, CI-sized (software adapter and CPU: not GPU times)"
 cargo run --release --quiet -- bench --device gpu --sizes 96x72 --batch 1,2 --warmup 1 --reps 2
 cargo run --release --quiet -- bench --device cpu --sizes 160x120 --batch 1 --warmup 1 --reps 3
 
-echo "== embedding example (renders with wgpu, extracts from the texture on the same device)"
-cargo run --release --quiet --example embed
+echo "== embedding example, on the lean library (renders with wgpu, extracts from the texture on the same device)"
+if cargo tree --no-default-features -e normal | grep -E "^.* (clap|indicatif|rusqlite) v"; then
+    echo "the library without default features must not depend on clap, indicatif or rusqlite" >&2
+    exit 1
+fi
+cargo run --release --quiet --no-default-features --example embed
 
 echo "== python tests (training tools)"
 python3 -m pip install --quiet -r tools/train/requirements.txt

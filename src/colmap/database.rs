@@ -5,7 +5,7 @@
 //! little-endian and row-major: keypoints `rows x 6` f32, descriptors `rows x dim` u8, matches `rows x 2` u32,
 //! camera parameters and the 3x3 matrices f64.
 
-use super::fundamental::Mat3;
+use crate::geometry::{transpose, Mat3};
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
@@ -198,7 +198,7 @@ impl Database {
     pub fn add_two_view_geometry(&self, image1: i64, image2: i64, geometry: &TwoViewRow) -> Result<()> {
         let swap = image1 > image2;
         // F maps points of the first image to lines in the second; for the swapped pair it is transposed.
-        let oriented = |m: &Option<Mat3>| m.map(|m| if swap { super::fundamental::transpose(&m) } else { m });
+        let oriented = |m: &Option<Mat3>| m.map(|m| if swap { transpose(&m) } else { m });
         let matrix = |m: Option<Mat3>| m.map(|m| f64_blob(m.as_flattened()));
         self.connection()
             .execute(

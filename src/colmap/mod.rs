@@ -10,15 +10,14 @@
 //! resolution, the pyramid factor above).
 
 pub mod database;
-pub mod fundamental;
 
-use crate::backend::Extract;
+use crate::extract::Extract;
 use crate::error::{Error, Result};
 use crate::features::Features;
-use crate::image_io::Image;
+use crate::image_io::{Image, ImageFile};
 use crate::matcher::Matcher;
 use database::{CameraRow, Configuration, Database, TwoViewRow};
-use fundamental::Mat3;
+use crate::geometry::{fundamental, Mat3};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -221,13 +220,13 @@ pub fn verify(
         let enough = crate::solve::iterations_needed(0.8, fundamental::MINIMAL as i32, ransac.confidence);
         let ransac_e = fundamental::Ransac { max_iterations: ransac.max_iterations.min(enough as usize), ..*ransac };
         if let Some((calibrated, e)) = fundamental::estimate_essential(&from_f, &to_f, k1, k2, &ransac_e) {
-            let flags = fundamental::inliers(&calibrated.fundamental, &from, &to, ransac.threshold);
+            let flags = fundamental::inliers(&calibrated.model, &from, &to, ransac.threshold);
             let count = crate::solve::count(&flags);
             if count >= min_inliers && count as f64 >= 0.95 * estimate.inlier_count() as f64 {
                 return TwoViewRow {
                     config: Configuration::Calibrated,
                     inliers: inliers_of(&flags),
-                    fundamental: Some(calibrated.fundamental),
+                    fundamental: Some(calibrated.model),
                     essential: Some(e),
                 };
             }
@@ -236,49 +235,13 @@ pub fn verify(
     TwoViewRow {
         config: Configuration::Uncalibrated,
         inliers: inliers_of(&estimate.inliers),
-        fundamental: Some(estimate.fundamental),
+        fundamental: Some(estimate.model),
         essential: None,
     }
 }
 
 /// An image to put in the database: its name there (relative to the image folder that COLMAP will be given, `/`
 /// separated) and its file.
-#[derive(Clone, Debug)]
-pub struct Input {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// The images of a folder (directly inside it, or below it with `recursive`), sorted by name, named relative to it.
-pub fn list_images(dir: &Path, recursive: bool) -> Result<Vec<Input>> {
-    fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Vec<Input>) -> Result<()> {
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let path = entry.map_err(|e| Error::io(dir, e))?.path();
-            if path.is_dir() {
-                if recursive {
-                    walk(root, &path, recursive, out)?;
-                }
-            } else if is_image(&path) {
-                let relative = path.strip_prefix(root).unwrap_or(&path);
-                let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                out.push(Input { name, path });
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, recursive, &mut out)?;
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm", "tif", "tiff", "bmp", "webp"];
-
-pub fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// Pairs matched, verified and written together: enough to keep every thread busy, few enough that their matches
 /// take little memory.
 const PAIRS_PER_BLOCK: usize = 256;
@@ -322,7 +285,7 @@ fn verify_pairs(
 /// Extracts, matches, verifies and writes the database at `out` (which must not exist). Unreadable images are
 /// reported through `log` and left out; everything else that fails stops the run without leaving a file.
 pub fn build(
-    inputs: &[Input],
+    inputs: &[ImageFile],
     extractor: &mut dyn Extract,
     matcher: &Matcher,
     options: &Options,

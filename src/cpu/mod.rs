@@ -16,10 +16,9 @@ pub mod matching;
 pub mod simd;
 pub mod unet;
 
-use crate::backend::Extract;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::extractor::Config;
+use crate::extract::{check_sizes, has_features, Config, Extract, STAGES};
 use crate::features::Features;
 use crate::image_io::Image;
 use crate::model::{nms_settings, pyramid};
@@ -34,9 +33,6 @@ use hwc::BufferPool;
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// Stages of one extraction, in order, as `stage_times` reports them.
-pub const STAGES: [&str; 6] = ["gray", "pyramid", "detector", "nms_topk", "descriptor", "sampling"];
-
 pub struct CpuExtractor {
     config: ModelConfig,
     max_keypoints: usize,
@@ -50,10 +46,7 @@ pub struct CpuExtractor {
 impl CpuExtractor {
     pub fn new(weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
-        let max_keypoints = options.max_keypoints.unwrap_or(config.inference.max_keypoints);
-        if max_keypoints == 0 {
-            return Err(Error::Invalid("max_keypoints must be at least 1".into()));
-        }
+        let max_keypoints = options.max_keypoints(&config)?;
         Ok(CpuExtractor {
             detector: CpuDetector::new(&weights.detector()),
             descriptor: CpuDescriptor::new(&weights.descriptor(), &config),
@@ -99,11 +92,10 @@ impl CpuExtractor {
     fn extract_one(&mut self, image: &Image) -> Features {
         let config = &self.config;
         let mut features = Features::empty([image.width, image.height], config.descriptor.dim);
-        let levels = pyramid(config, image.width, image.height);
-        let smallest = 1 << (config.descriptor.encoder.len() - 1);
-        if levels.is_empty() || image.width < smallest || image.height < smallest {
+        if !has_features(config, image.width, image.height) {
             return features;
         }
+        let levels = pyramid(config, image.width, image.height);
         let mut clock = Stopwatch::new(&mut self.times);
         let gray = to_gray_reference(image, config.input);
         clock.lap(0);
@@ -158,11 +150,7 @@ impl<'a> Stopwatch<'a> {
 
 impl Extract for CpuExtractor {
     fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
-        for (i, image) in images.iter().enumerate() {
-            if image.width == 0 || image.height == 0 {
-                return Err(Error::Invalid(format!("image {i} is empty ({}x{})", image.width, image.height)));
-            }
-        }
+        check_sizes(images.iter().map(|i| (i.width, i.height)))?;
         self.times = [0.0; STAGES.len()];
         Ok(images.iter().map(|image| self.extract_one(image)).collect())
     }

@@ -2,7 +2,7 @@
 //! and batch sizes, with warm-up and repetitions, throughput, multiply-adds from the loaded model and the achieved
 //! GFLOP/s per stage.
 
-use crate::backend::Extract;
+use crate::extract::Extract;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::image_io::Image;

@@ -3,10 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::geometry::Homography;
-use crate::image_io::Image;
+use crate::image_io::{Image, IMAGE_EXTENSIONS};
 use std::path::{Path, PathBuf};
 
-const IMAGE_EXTENSIONS: &[&str] = &["ppm", "pgm", "png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
 
 #[derive(Clone, Debug)]
 pub struct DataSet {

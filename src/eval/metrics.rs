@@ -1,7 +1,7 @@
 //! The metrics of the evaluation protocol (design.md): repeatability, mean matching accuracy and homography
 //! accuracy of one image pair with a known homography.
 
-use super::homography::{self, Ransac};
+use crate::geometry::homography::{self, Ransac};
 use crate::error::Result;
 use crate::features::Features;
 use crate::geometry::Homography;
@@ -158,7 +158,7 @@ pub fn evaluate_pair(a: &Features, b: &Features, h: &Homography, protocol: &Prot
         }
     };
     let estimate = homography::estimate(&from, &to, &protocol.ransac);
-    let corner = estimate.as_ref().map(|e| corner_error(&e.homography, h, a.image_size));
+    let corner = estimate.as_ref().map(|e| corner_error(&e.model, h, a.image_size));
     Ok(PairMetrics {
         keypoints: [a.len(), b.len()],
         visible: [va.len(), vb.len()],
@@ -168,7 +168,7 @@ pub fn evaluate_pair(a: &Features, b: &Features, h: &Homography, protocol: &Prot
         hacc: THRESHOLDS.map(|t| corner.is_some_and(|c| c <= t) as u8 as f64),
         corner_error: corner.filter(|c| c.is_finite()),
         inliers: estimate.as_ref().map_or(0, |e| e.inlier_count()),
-        homography: estimate.map(|e| e.homography.0),
+        homography: estimate.map(|e| e.model.0),
     })
 }
 

@@ -11,18 +11,16 @@
 
 pub mod bench;
 pub mod dataset;
-pub mod homography;
 pub mod metrics;
 pub mod report;
 
-use crate::backend::Extract;
+use crate::extract::Extract;
 use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::geometry::{rotate_image, Homography};
 use crate::image_io::Image;
 use crate::matcher::Matcher;
 use dataset::DataSet;
-use homography::multiply;
 use metrics::{evaluate_pair, Protocol};
 use report::{DataSetReport, PairRecord, Report};
 use std::path::{Path, PathBuf};
@@ -102,13 +100,7 @@ pub fn to_image_size(mut f: Features, size: [u32; 2]) -> std::result::Result<Fea
     if (sx / sy - 1.0).abs() > 0.01 {
         return Err(format!("features are for a {w}x{h} image, the evaluated image is {}x{}", size[0], size[1]));
     }
-    for p in &mut f.keypoints {
-        p[0] = ((p[0] as f64 + 0.5) * sx - 0.5) as f32;
-        p[1] = ((p[1] as f64 + 0.5) * sy - 0.5) as f32;
-    }
-    let s = (sx * sy).sqrt() as f32;
-    f.scales.iter_mut().for_each(|v| *v *= s);
-    f.image_size = size;
+    f.rescale_to(size);
     Ok(f)
 }
 
@@ -151,7 +143,7 @@ fn prepare(set: &DataSet, seq: &dataset::Sequence, options: &Options) -> Result<
         .homographies
         .iter()
         .enumerate()
-        .map(|(i, h)| (i + 1, multiply(&multiply(&maps[i + 1], h), &first_inv), None))
+        .map(|(i, h)| (i + 1, maps[i + 1].after(h).after(&first_inv), None))
         .collect();
     for &angle in &options.angles {
         let (rotated, h) = rotate_image(&images[0], angle);

@@ -150,27 +150,31 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::DeviceRequest { adapter: summary.to_string(), reason: e.to_string() })?;
-        Ok(Self::assemble(device, queue, summary))
+        Ok(Self::assemble(device, queue, summary, true))
     }
 
-    /// Wraps a device and queue that the host application already owns.
+    /// Wraps a device and queue that the host application already owns. The host's uncaptured-error handler and
+    /// device-lost callback stay as they are: strek's own work runs inside error scopes (`scoped`) instead.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, adapter_info: &wgpu::AdapterInfo) -> Self {
-        Self::assemble(device, queue, summarize(adapter_info))
+        Self::assemble(device, queue, summarize(adapter_info), false)
     }
 
-    fn assemble(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary) -> Self {
+    /// `owned`: strek opened the device, so its handlers are strek's to set.
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary, owned: bool) -> Self {
         let lost = Arc::new(Mutex::new(None));
-        let flag = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            *flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
-        });
-        // wgpu's default handler panics on a validation or out-of-memory error; keep the first one and report it
-        // as an error at the next wait instead.
         let errors = Arc::new(Mutex::new(None));
-        let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap().get_or_insert_with(|| e.to_string());
-        }));
+        if owned {
+            let flag = lost.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                *flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+            });
+            // wgpu's default handler panics on a validation or out-of-memory error outside a scope; keep the first
+            // one and report it as an error at the next wait instead.
+            let sink = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                sink.lock().unwrap().get_or_insert_with(|| e.to_string());
+            }));
+        }
         let limits = device.limits();
         let features = device.features();
         Gpu {
@@ -183,6 +187,26 @@ impl Gpu {
             pipelines: Default::default(),
             lost,
             errors,
+        }
+    }
+
+    /// Runs strek's GPU work (creating buffers and pipelines, recording, submitting) inside error scopes, so that
+    /// its validation, out-of-memory and internal errors come back as this call's error, and never reach the
+    /// handlers of a host application that shares the device.
+    pub fn scoped<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        use wgpu::ErrorFilter::{Internal, OutOfMemory, Validation};
+        let scopes = [OutOfMemory, Internal, Validation].map(|filter| self.device.push_error_scope(filter));
+        let result = work();
+        // scopes pop in reverse order of their pushes
+        let mut first = None;
+        for scope in scopes.into_iter().rev() {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(Error::Gpu(e.to_string())),
+            None => result,
         }
     }
 
@@ -355,14 +379,17 @@ impl Gpu {
 
     /// Runs dispatches in one compute pass and waits (tests of single ops).
     pub fn run(&self, dispatches: &[Dispatch]) -> Result<()> {
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
+        let index = self.scoped(|| {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for d in dispatches {
+                    d.record(&mut pass);
+                }
             }
-        }
-        self.submit_and_wait(encoder)
+            Ok(self.queue.submit([encoder.finish()]))
+        })?;
+        self.wait(Some(index))
     }
 }
 

@@ -133,31 +133,48 @@ impl GpuMatcher {
 
     /// Both nearest-neighbour directions and the mutual matches, in one submission.
     pub fn run(&self, a: &Features, b: &Features, ratio: f32) -> Result<GpuMatches> {
+        let Some(dim4) = self.check(a, b)? else {
+            return Ok(GpuMatches { a_to_b: Vec::new(), b_to_a: Vec::new(), matches: Vec::new() });
+        };
+        let (staging, lens) = self.gpu.scoped(|| Ok(self.submit(a, b, dim4, ratio)))?;
+        let data = self.gpu.read_staging(&[(&staging, lens.iter().sum())])?.remove(0);
+        Ok(decode(&data, lens))
+    }
+
+    /// The descriptors' vec4 count, `None` when a set is empty; an error for sets this matcher cannot take.
+    fn check(&self, a: &Features, b: &Features) -> Result<Option<usize>> {
         if a.dim != b.dim {
             return Err(Error::Invalid(format!("descriptor dimensions differ: {} and {}", a.dim, b.dim)));
         }
         if a.is_empty() || b.is_empty() {
-            return Ok(GpuMatches { a_to_b: Vec::new(), b_to_a: Vec::new(), matches: Vec::new() });
+            return Ok(None);
         }
         let dim4 = a.dim.div_ceil(4);
         if dim4 == 0 || dim4 > TILE_VEC4 {
             return Err(Error::Invalid(format!("descriptor dimension {} is outside 1..={}", a.dim, 4 * TILE_VEC4)));
         }
-        let gpu = &self.gpu;
-        let (na, nb) = (a.len() as u32, b.len() as u32);
-        let bytes = 16 * dim4 as u64 * na.max(nb) as u64;
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let (na, nb) = (a.len() as u64, b.len() as u64);
+        let bytes = 16 * dim4 as u64 * na.max(nb);
+        let limit = self.gpu.limits.max_storage_buffer_binding_size.min(self.gpu.limits.max_buffer_size);
         if bytes > limit {
             return Err(Error::Invalid(format!(
-                "{} x {} descriptors of dimension {} need a {bytes}-byte buffer, over this adapter's limit of {limit}; match fewer keypoints",
-                na, nb, a.dim
+                "{na} x {nb} descriptors of dimension {} need a {bytes}-byte buffer, over this adapter's limit of {limit}; match fewer keypoints",
+                a.dim
             )));
         }
-        let desc_a = gpu.storage_with("descriptors a", bytemuck::cast_slice(&padded(a, dim4)));
-        let desc_b = gpu.storage_with("descriptors b", bytemuck::cast_slice(&padded(b, dim4)));
         if na.max(nb).div_ceil(64) > 65535 {
             return Err(Error::Invalid(format!("{na} x {nb} descriptors: at most {} per set", 65535 * 64)));
         }
+        Ok(Some(dim4))
+    }
+
+    /// Uploads both sets, records nearest (both directions), merge and mutual check, copies the results to a
+    /// staging buffer and submits; returns it with the byte lengths of its three parts (a->b, b->a, match flags).
+    fn submit(&self, a: &Features, b: &Features, dim4: usize, ratio: f32) -> (wgpu::Buffer, [u64; 3]) {
+        let gpu = &self.gpu;
+        let (na, nb) = (a.len() as u32, b.len() as u32);
+        let desc_a = gpu.storage_with("descriptors a", bytemuck::cast_slice(&padded(a, dim4)));
+        let desc_b = gpu.storage_with("descriptors b", bytemuck::cast_slice(&padded(b, dim4)));
         let out = gpu.storage("matches", 4 * na as u64);
         let tile_rows = TILE_VEC4 / dim4;
         let mut dispatches = Vec::new();
@@ -185,35 +202,39 @@ impl GpuMatcher {
         let near_ba = nearest(&desc_b, nb, &desc_a, na, "nearest b->a");
         let mp = gpu.uniform("mutual params", &MutualParams { n_a: na, n_b: nb, ratio, _pad: 0 });
         dispatches.push(gpu.dispatch(SHADER, "mutual_check", &[(4, &mp), (5, &near_ab), (6, &near_ba), (7, &out)], groups_1d(na, 64)));
-        let (ab_len, ba_len, out_len) = (16 * na as u64, 16 * nb as u64, 4 * na as u64);
-        let staging = gpu.staging("matching readback", ab_len + ba_len + out_len);
+        let lens = [16 * na as u64, 16 * nb as u64, 4 * na as u64];
+        let staging = gpu.staging("matching readback", lens.iter().sum());
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             dispatches.iter().for_each(|d| d.record(&mut pass));
         }
-        encoder.copy_buffer_to_buffer(&near_ab, 0, &staging, 0, ab_len);
-        encoder.copy_buffer_to_buffer(&near_ba, 0, &staging, ab_len, ba_len);
-        encoder.copy_buffer_to_buffer(&out, 0, &staging, ab_len + ba_len, out_len);
+        encoder.copy_buffer_to_buffer(&near_ab, 0, &staging, 0, lens[0]);
+        encoder.copy_buffer_to_buffer(&near_ba, 0, &staging, lens[0], lens[1]);
+        encoder.copy_buffer_to_buffer(&out, 0, &staging, lens[0] + lens[1], lens[2]);
         gpu.queue.submit([encoder.finish()]);
-        let data = gpu.read_staging(&[(&staging, ab_len + ba_len + out_len)])?.remove(0);
-        let records = |bytes: &[u8]| -> Vec<Nearest> {
-            bytemuck::pod_collect_to_vec::<u8, NearestRecord>(bytes)
-                .into_iter()
-                .map(|r| Nearest {
-                    index: if r.index == NONE { usize::MAX } else { r.index as usize },
-                    best: r.best,
-                    // the kernel starts from the most negative finite float; the reference from -inf
-                    second: if r.second <= -3.0e38 { f32::NEG_INFINITY } else { r.second },
-                })
-                .collect()
-        };
-        let (ab, rest) = data.split_at(ab_len as usize);
-        let (ba, flags) = rest.split_at(ba_len as usize);
-        let flags: Vec<u32> = bytemuck::pod_collect_to_vec(flags);
-        let matches = flags.iter().enumerate().filter(|(_, j)| **j != NONE).map(|(i, j)| (i, *j as usize)).collect();
-        Ok(GpuMatches { a_to_b: records(ab), b_to_a: records(ba), matches })
+        (staging, lens)
     }
+}
+
+/// The read-back bytes of `GpuMatcher::submit` as nearest neighbours and matches.
+fn decode(data: &[u8], lens: [u64; 3]) -> GpuMatches {
+    let records = |bytes: &[u8]| -> Vec<Nearest> {
+        bytemuck::pod_collect_to_vec::<u8, NearestRecord>(bytes)
+            .into_iter()
+            .map(|r| Nearest {
+                index: if r.index == NONE { usize::MAX } else { r.index as usize },
+                best: r.best,
+                // the kernel starts from the most negative finite float; the reference from -inf
+                second: if r.second <= -3.0e38 { f32::NEG_INFINITY } else { r.second },
+            })
+            .collect()
+    };
+    let (ab, rest) = data.split_at(lens[0] as usize);
+    let (ba, flags) = rest.split_at(lens[1] as usize);
+    let flags: Vec<u32> = bytemuck::pod_collect_to_vec(flags);
+    let matches = flags.iter().enumerate().filter(|(_, j)| **j != NONE).map(|(i, j)| (i, *j as usize)).collect();
+    GpuMatches { a_to_b: records(ab), b_to_a: records(ba), matches }
 }
 
 /// Descriptors as rows of `dim4` vec4, zero-padded.

@@ -2,6 +2,7 @@
 //! (shaders/nms_topk.wgsl).
 
 use super::Map;
+use crate::features::KeypointRecord;
 use crate::gpu::{groups_1d, groups_2d, Dispatch, Gpu, Shader};
 
 pub const SHADER: Shader = Shader { name: "nms_topk", source: include_str!("../../shaders/nms_topk.wgsl") };
@@ -27,20 +28,6 @@ pub struct NmsSettings {
     pub border: u32,
     pub threshold: f32,
     pub max_keypoints: u32,
-}
-
-/// A selected keypoint as the GPU writes it (32 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct KeypointRecord {
-    pub x: f32,
-    pub y: f32,
-    pub score: f32,
-    pub orientation: f32,
-    pub scale: f32,
-    pub level: f32,
-    pub valid: f32,
-    pub _pad: f32,
 }
 
 #[repr(C)]
@@ -216,7 +203,7 @@ impl NmsTopk {
             .collect();
         let level_buffer = gpu.storage_with("levels", bytemuck::cast_slice(&infos));
         let count = s.max_keypoints;
-        let keypoints = gpu.storage("keypoints", 32 * count as u64);
+        let keypoints = gpu.storage("keypoints", KeypointRecord::BYTES * count as u64);
         let gp = gpu.uniform("gather params", &GatherParams { count, levels: levels.len() as u32, _pad: [0; 2] });
         let bindings =
             [(1, scores), (2, &candidates), (4, &gp), (5, orientations), (6, &level_buffer), (7, &keypoints)];

@@ -1,6 +1,6 @@
 //! Descriptor sampling at keypoints (shaders/sample.wgsl).
 
-use super::nms_topk::KeypointRecord;
+use crate::features::KeypointRecord;
 use super::Map;
 use crate::gpu::{groups_1d, Dispatch, Gpu, Shader};
 

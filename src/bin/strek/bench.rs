@@ -5,7 +5,7 @@ use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use strek::eval::bench::{images, measure, soak, tables, Measurement, Settings, SoakReading};
-use strek::{backend, Config, Device, Extractor, Gpu, Image, ModelConfig, Weights};
+use strek::{Config, Image, ModelConfig, Session, Weights};
 
 /// Measure extraction speed: per-stage times, wall time, images/s, keypoints/s, GFLOP/s, memory.
 #[derive(clap::Args)]
@@ -65,25 +65,16 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
             Weights::random(&ModelConfig::default_s_trek(), 1)
         }
     };
-    let device = match common.device {
-        Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
-        d => d,
-    };
-    let gpu = match device {
-        Device::Cpu => None,
-        _ => Some(Gpu::new(&common.gpu_options())?),
-    };
+    let session = common.session()?;
+    let gpu = session.gpu();
     let base: Vec<Image> = match &args.image {
         Some(p) => vec![Image::open_with(p, &common.decode_limits())?],
         None => (0..args.batch.iter().copied().max().unwrap_or(1)).map(|i| strek::demo::scene(640, 480, 1 + i as u64)).collect(),
     };
     let settings = Settings { sizes: sizes.clone(), batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };
     let config = Config { max_keypoints: Some(args.k), ..Default::default() };
-    let describe = match &gpu {
-        Some(g) => format!("GPU: {}", g.adapter),
-        None => backend::open(Device::Cpu, &common.gpu_options(), &weights, config.clone())?.describe(),
-    };
-    let software = gpu.as_ref().is_some_and(|g| g.adapter.is_software);
+    let describe = session.describe();
+    let software = session.is_software();
     let caution = if software {
         "SOFTWARE adapter: these times are the CPU's, not a GPU's"
     } else if gpu.is_none() {
@@ -91,7 +82,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     } else {
         "hardware adapter"
     };
-    let timing = match &gpu {
+    let timing = match gpu {
         Some(g) if g.features.contains(wgpu::Features::TIMESTAMP_QUERY) => {
             "GPU stages from timestamp queries; upload and readback on the host clock"
         }
@@ -101,7 +92,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     eprintln!("{describe}\n{caution}\nweights: {}", weights.source);
     if let Some(count) = args.soak {
         let soak_images: Vec<Image> = sizes.iter().flat_map(|&(w, h)| images(&base, w, h, 1)).collect();
-        return soak_run(gpu.as_ref(), &common, &weights, config, &soak_images, count, &describe);
+        return soak_run(&session, &weights, config, &soak_images, count, &describe);
     }
     let mut rows: Vec<Measurement> = Vec::new();
     let mut eta = Eta::new(&settings, &weights.config);
@@ -116,18 +107,9 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
                 }
             }
             // a fresh extractor per row, so that the memory reported is this row's
-            let row = match &gpu {
-                Some(g) => {
-                    let _ = g.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None });
-                    let mut extractor = Extractor::new(g, &weights, config.clone())?;
-                    let memory = || g.device.generate_allocator_report().map(|r| r.total_allocated_bytes);
-                    measure(&mut extractor, &weights.config, &batch_images, &settings, memory)?
-                }
-                None => {
-                    let mut extractor = backend::open(Device::Cpu, &common.gpu_options(), &weights, config.clone())?;
-                    measure(extractor.as_mut(), &weights.config, &batch_images, &settings, || None)?
-                }
-            };
+            session.wait_idle()?;
+            let mut extractor = session.extractor(&weights, config.clone())?;
+            let row = measure(extractor.as_mut(), &weights.config, &batch_images, &settings, || session.device_bytes())?;
             eprintln!("{w}x{h} batch {batch}: {:.1} ms", 1e3 * row.wall.median);
             eta.row_done(w, h, batch, row_start.elapsed().as_secs_f64());
             rows.push(row);
@@ -141,7 +123,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     );
     print!("{}", tables(&rows, args.peak_gflops));
     if let Some(path) = &args.json {
-        let adapter = gpu.as_ref().map(|g| {
+        let adapter = gpu.map(|g| {
             serde_json::json!({
                 "name": g.adapter.name, "backend": g.adapter.backend, "device_type": g.adapter.device_type,
                 "driver": g.adapter.driver, "software": g.adapter.is_software,
@@ -168,8 +150,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
 
 /// `--soak N`: memory over N consecutive extractions.
 fn soak_run(
-    gpu: Option<&Gpu>,
-    common: &Common,
+    session: &Session,
     weights: &Weights,
     config: Config,
     images: &[Image],
@@ -179,11 +160,8 @@ fn soak_run(
     if count < images.len() {
         return Err(strek::Error::Invalid(format!("--soak needs at least one extraction per size ({})", images.len())));
     }
-    let mut extractor: Box<dyn strek::Extract> = match gpu {
-        Some(g) => Box::new(Extractor::new(g, weights, config)?),
-        None => backend::open(Device::Cpu, &common.gpu_options(), weights, config)?,
-    };
-    let device = || gpu.and_then(|g| g.device.generate_allocator_report()).map(|r| r.total_allocated_bytes);
+    let mut extractor = session.extractor(weights, config)?;
+    let device = || session.device_bytes();
     let mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1 << 20) as f64));
     println!("strek bench --soak {count} on {describe}: {} sizes in turn, batch 1", images.len());
     println!("{:>12} {:>10} {:>10} {:>14} {:>16}", "extractions", "seconds", "images/s", "host RSS MiB", "device MiB");

@@ -4,10 +4,9 @@
 use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strek::colmap::{self, fundamental, Camera, Options, Pairs};
-use strek::ops::matching::GpuMatcher;
-use strek::Matcher;
-use strek::{backend, Config, Device, Gpu};
+use strek::colmap::{self, Camera, Options, Pairs};
+use strek::geometry::fundamental;
+use strek::{Config, Device};
 
 /// Write a COLMAP database (cameras, images, keypoints, descriptors, matches, verified two-view geometries) for the
 /// images of a folder; then run COLMAP's mapper on it, e.g.
@@ -54,26 +53,13 @@ pub struct Args {
     batch: usize,
 }
 
-/// The device that extraction runs on (`auto` resolved) and the matcher that goes with a `--matcher` choice.
-pub fn open_matcher(common: &Common, choice: Device) -> strek::Result<(Device, Matcher)> {
-    let device = match common.device {
-        Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
-        d => d,
-    };
-    let matcher = match (choice, device) {
-        (Device::Cpu, _) | (Device::Auto, Device::Cpu) => Matcher::Cpu,
-        _ => Matcher::Gpu(GpuMatcher::new(&Gpu::new(&common.gpu_options())?)),
-    };
-    Ok((device, matcher))
-}
-
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     if !args.dir.is_dir() {
         return Err(strek::Error::Invalid(format!("{} is not a folder of images", args.dir.display())));
     }
-    let inputs = colmap::list_images(&args.dir, args.recursive)?;
+    let inputs = strek::image_io::list_images(&args.dir, args.recursive)?;
     if inputs.is_empty() {
-        return Err(strek::Error::Invalid(format!("no images ({}) in {}", colmap::IMAGE_EXTENSIONS.join(", "), args.dir.display())));
+        return Err(strek::Error::Invalid(format!("no images ({}) in {}", strek::image_io::IMAGE_EXTENSIONS.join(", "), args.dir.display())));
     }
     if args.out.exists() {
         if !args.overwrite {
@@ -82,8 +68,9 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         std::fs::remove_file(&args.out).map_err(|e| strek::Error::io(&args.out, e))?;
     }
     let weights = common.weights()?;
-    let (device, matcher) = open_matcher(common, args.matcher)?;
-    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
+    let session = common.session()?;
+    let matcher = session.matcher(args.matcher)?;
+    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
     let options = Options {
         pairs: args.pairs,

@@ -3,7 +3,7 @@
 use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strek::{backend, Config, ModelConfig, Weights};
+use strek::{Config, ModelConfig, Weights};
 
 /// Run on a built-in generated scene and its rotated copy: match, print repeatability, write a PNG.
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
             Weights::random(&ModelConfig::default_s_trek(), 1)
         }
     };
-    let mut extractor = backend::open(common.device, &common.gpu_options(), &weights, Config::default())?;
+    let mut extractor = common.session()?.extractor(&weights, Config::default())?;
     eprintln!("{}", extractor.describe());
     eprintln!("weights: {}", weights.source);
     let start = std::time::Instant::now();

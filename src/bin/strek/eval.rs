@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use strek::eval::dataset::DataSet;
 use strek::eval::metrics::Protocol;
 use strek::eval::{self, Method, Options, Source};
-use strek::ops::matching::GpuMatcher;
-use strek::Matcher;
-use strek::{backend, Config, Device, Gpu};
+use strek::{Config, Device};
 
 /// Evaluate on HPatches-format sets: repeatability, matching accuracy, homography accuracy, rotation sweep.
 #[derive(clap::Args)]
@@ -71,15 +69,12 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         return Err(strek::Error::Invalid("--k must be at least 1".into()));
     }
     let sets = args.roots.iter().map(|r| DataSet::open(r)).collect::<strek::Result<Vec<_>>>()?;
-    let device = match common.device {
-        Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
-        d => d,
-    };
+    let session = common.session()?;
     let mut methods = Vec::new();
     let export_only = args.export_only;
     if (args.features.is_empty() && !export_only) || (args.engine && !export_only) {
         let weights = common.weights()?;
-        let extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: Some(args.k), ..Default::default() })?;
+        let extractor = session.extractor(&weights, Config { max_keypoints: Some(args.k), ..Default::default() })?;
         eprintln!("engine: {}; weights: {}", extractor.describe(), weights.source);
         methods.push(Method { name: args.name.clone(), source: Source::Engine(extractor) });
     }
@@ -97,16 +92,13 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         }
         methods.push(Method { name, source: Source::Files(dir) });
     }
-    let matcher = match (args.matcher, device) {
-        (Device::Cpu, _) | (Device::Auto, Device::Cpu) => Matcher::Cpu,
-        _ => Matcher::Gpu(GpuMatcher::new(&Gpu::new(&common.gpu_options())?)),
-    };
+    let matcher = session.matcher(args.matcher)?;
     eprintln!("matching: {}", matcher.describe());
     let options = Options {
         protocol: Protocol {
             top_k: args.k,
             ratio: args.ratio,
-            ransac: strek::eval::homography::Ransac { seed: args.seed, ..strek::eval::homography::Ransac::homography() },
+            ransac: strek::geometry::homography::Ransac { seed: args.seed, ..strek::geometry::homography::Ransac::homography() },
             match_all: args.match_all_keypoints,
         },
         max_side: (args.max_side > 0).then_some(args.max_side),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use strek::{backend, Config, Features, Image};
+use strek::image_io::list_images;
+use strek::{Config, Features, Image};
 
 /// Extract keypoints and descriptors from images and folders; writes OUT/<relative path>.npz (or .json) per image.
 #[derive(clap::Args)]
@@ -45,8 +46,6 @@ enum Format {
     Json,
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm", "tif", "tiff", "bmp", "webp"];
-
 /// (input image, output file) pairs.
 fn collect_jobs(args: &Args) -> strek::Result<Vec<(PathBuf, PathBuf)>> {
     let ext = match args.format {
@@ -56,12 +55,8 @@ fn collect_jobs(args: &Args) -> strek::Result<Vec<(PathBuf, PathBuf)>> {
     let mut jobs = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
-            let mut files = Vec::new();
-            list_images(input, args.recursive, &mut files)?;
-            files.sort();
-            for f in files {
-                let relative = f.strip_prefix(input).unwrap_or(&f).with_extension(ext);
-                jobs.push((f, args.out.join(relative)));
+            for file in list_images(input, args.recursive)? {
+                jobs.push((file.path, args.out.join(Path::new(&file.name).with_extension(ext))));
             }
         } else {
             let stem = input.file_stem().unwrap_or_default().to_string_lossy().to_string();
@@ -69,25 +64,6 @@ fn collect_jobs(args: &Args) -> strek::Result<Vec<(PathBuf, PathBuf)>> {
         }
     }
     Ok(jobs)
-}
-
-fn list_images(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> strek::Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| strek::Error::io(dir, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| strek::Error::io(dir, e))?.path();
-        if path.is_dir() {
-            if recursive {
-                list_images(&path, recursive, out)?;
-            }
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
@@ -98,8 +74,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     }
     let skipped = total - jobs.len();
     let weights = common.weights()?;
-    let mut extractor =
-        backend::open(common.device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
+    let mut extractor = common.session()?.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("{}", extractor.describe());
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(

@@ -3,7 +3,8 @@
 use crate::Common;
 use std::process::ExitCode;
 use strek::cpu::conv::Kernel;
-use strek::{backend, Device, Gpu, ModelConfig, Weights};
+use strek::session::resolve_auto;
+use strek::{Device, Gpu, ModelConfig, Weights};
 
 pub fn run(common: &Common) -> strek::Result<ExitCode> {
     let options = common.gpu_options();
@@ -25,7 +26,7 @@ pub fn run(common: &Common) -> strek::Result<ExitCode> {
         }
         Err(e) => println!("no GPU: {e}"),
     }
-    match backend::resolve_auto(&options)? {
+    match resolve_auto(&options)? {
         (Device::Cpu, why) => println!("--device auto: {} ({why})", strek::cpu::describe(Kernel::best())),
         (_, why) => println!("--device auto: GPU ({why})"),
     }

@@ -59,6 +59,11 @@ impl Common {
         }
     }
 
+    /// The session every subcommand runs in: extraction and matching on one device.
+    pub fn session(&self) -> strek::Result<strek::Session> {
+        strek::Session::open(self.device, &self.gpu_options())
+    }
+
     pub fn decode_limits(&self) -> strek::image_io::DecodeLimits {
         strek::image_io::DecodeLimits { max_pixels: (self.max_megapixels.max(0.0) * 1e6) as u64 }
     }

@@ -5,12 +5,10 @@ use crate::Common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use strek::eval::dataset::fit;
-use strek::eval::homography::{self, multiply, Ransac};
+use strek::geometry::homography::{self, Ransac};
 use strek::eval::metrics::corner_error;
 use strek::geometry::Homography;
-use strek::ops::matching::GpuMatcher;
-use strek::Matcher;
-use strek::{backend, Config, Device, Gpu, Image};
+use strek::{Config, Device, Image};
 
 /// Match two images: keypoints, mutual nearest-neighbour matches, RANSAC inliers and the homography, as a PNG.
 #[derive(clap::Args)]
@@ -43,11 +41,8 @@ pub struct Args {
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let weights = common.weights()?;
-    let device = match common.device {
-        Device::Auto => backend::resolve_auto(&common.gpu_options())?.0,
-        d => d,
-    };
-    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
+    let session = common.session()?;
+    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("{}; weights: {}", extractor.describe(), weights.source);
     let max_side = (args.max_side > 0).then_some(args.max_side);
     let original_size = |i: &Image| [i.width, i.height];
@@ -57,10 +52,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let (second, map2) = fit(&Image::open_with(&args.image2, &common.decode_limits())?, max_side);
     let features = extractor.extract_batch(&[first.clone(), second.clone()])?;
     let (a, b) = (&features[0], &features[1]);
-    let matcher = match (args.matcher, device) {
-        (Device::Cpu, _) | (Device::Auto, Device::Cpu) => Matcher::Cpu,
-        _ => Matcher::Gpu(GpuMatcher::new(&Gpu::new(&common.gpu_options())?)),
-    };
+    let matcher = session.matcher(args.matcher)?;
     let matches = matcher.mutual_nearest(a, b, args.ratio)?;
     let point = |f: &strek::Features, i: usize| [f.keypoints[i][0] as f64, f.keypoints[i][1] as f64];
     let from: Vec<[f64; 2]> = matches.iter().map(|&(i, _)| point(a, i)).collect();
@@ -74,13 +66,13 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         Some(e) => {
             println!("RANSAC inliers ({} px): {} of {} after {} samples", args.threshold, e.inlier_count(), matches.len(), e.iterations);
             // report the homography in the files' pixels, whatever --max-side did
-            let h = multiply(&multiply(&map2.inverse().expect("scaling"), &e.homography), &map1);
+            let h = map2.inverse().expect("scaling").after(&e.model).after(&map1);
             let m = h.0.map(|row| row.map(|v| v / h.0[2][2]));
             println!("homography (image 1 to image 2):");
             for row in m {
                 println!("  {:>14.6e} {:>14.6e} {:>14.6e}", row[0], row[1], row[2]);
             }
-            draw_border(&mut picture, &e.homography, [first.width, first.height], first.width + strek::demo::GAP);
+            draw_border(&mut picture, &e.model, [first.width, first.height], first.width + strek::demo::GAP);
             if let Some(path) = &args.homography {
                 let text = std::fs::read_to_string(path).map_err(|e| strek::Error::io(path, e))?;
                 let truth = Homography::parse(&text)

@@ -1,15 +1,15 @@
 //! `strek track`: features frame by frame, consecutive frames matched and verified, tracks written as CSV, speed
 //! reported.
 
-use crate::colmap::open_matcher;
 use crate::Common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use strek::colmap::{fundamental::Ransac, is_image, list_images};
+use strek::image_io::{is_image, list_images};
+use strek::geometry::fundamental::Ransac;
 use strek::track::{Options, TrackStats, Tracker};
-use strek::{backend, Config, Device, Image};
+use strek::{Config, Device, Image};
 
 /// Track keypoints through a video's frames: extract frame by frame, match each frame to the previous one, verify
 /// the matches (fundamental-matrix RANSAC), and write one CSV row per keypoint with its track id.
@@ -74,8 +74,9 @@ fn frames(inputs: &[PathBuf]) -> strek::Result<Vec<PathBuf>> {
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let paths = frames(&args.inputs)?;
     let weights = common.weights()?;
-    let (device, matcher) = open_matcher(common, args.matcher)?;
-    let mut extractor = backend::open(device, &common.gpu_options(), &weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
+    let session = common.session()?;
+    let matcher = session.matcher(args.matcher)?;
+    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
     let options = Options {
         ratio: args.ratio,

@@ -1,51 +1,32 @@
-//! The extractor: images in, keypoints and descriptors out. Plans (buffers, bind groups, dispatches) are built
+//! The GPU extractor: images in, keypoints and descriptors out. Plans (buffers, bind groups, dispatches) are built
 //! once per image size and reused; a batch goes to the GPU in one submission and only the selected keypoints and
 //! their descriptors come back.
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::features::Features;
+use crate::extract::{check_sizes, has_features, Config, Extract, Oversize, STAGES};
+use crate::features::{Features, KeypointRecord};
 use crate::gpu::{Dispatch, Gpu};
 use crate::image_io::Image;
 use crate::model::descriptor::{DescriptorGpu, DescriptorPlan};
 use crate::model::detector::DetectorGpu;
 use crate::model::{nms_settings, pyramid, Level};
-use crate::ops::nms_topk::{KeypointRecord, NmsTopk};
+use crate::ops::nms_topk::NmsTopk;
 use crate::ops::preprocess;
 use crate::ops::sample::sample_descriptors;
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// GPU stages of an extraction in execution order; each runs as one compute pass over every image of a batch.
-pub const GPU_STAGES: [&str; 5] = ["pyramid", "detector", "nms_topk", "descriptor", "sampling"];
-const PYRAMID: usize = 0;
-const DETECTOR: usize = 1;
-const NMS_TOPK: usize = 2;
-const DESCRIPTOR: usize = 3;
-const SAMPLING: usize = 4;
+/// Stage indices into `STAGES`; each GPU stage runs as one compute pass over every image of a batch.
+const GRAY: usize = 0;
+const PYRAMID: usize = 1;
+const DETECTOR: usize = 2;
+const NMS_TOPK: usize = 3;
+const DESCRIPTOR: usize = 4;
+const SAMPLING: usize = 5;
 
-/// Options of an extractor; `None` takes the value of the weights' config.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    pub max_keypoints: Option<usize>,
-    pub oversize: Oversize,
-}
-
-/// What happens to an image whose buffers would exceed the adapter's limits (`Extractor::working_size`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Oversize {
-    /// Extract from the image shrunk (triangle filter, aspect kept) to the largest size whose buffers fit;
-    /// keypoints and scales come back in the original image's pixels. The pyramid then starts at the shrunk size,
-    /// so detail finer than the shrunk pixel is lost; we chose this over tiling because the pyramid's coarse levels
-    /// and the descriptor need the whole image, and tiles would need overlaps of the receptive field at every level.
-    #[default]
-    Downscale,
-    /// Fail with `Error::TooLarge`.
-    Refuse,
-}
-
-pub struct Extractor {
+pub struct GpuExtractor {
     gpu: Gpu,
     config: ModelConfig,
     max_keypoints: usize,
@@ -68,7 +49,7 @@ struct StageTimer {
 }
 
 impl StageTimer {
-    const COUNT: u32 = 2 * GPU_STAGES.len() as u32;
+    const COUNT: u32 = 2 * STAGES.len() as u32;
 
     fn new(gpu: &Gpu) -> Option<Self> {
         if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
@@ -116,9 +97,10 @@ impl Input<'_> {
 struct Plan {
     raw: wgpu::Buffer,
     gray: wgpu::Buffer,
+    /// The conversion to gray by input format (channels, bits); the GRAY stage's dispatch.
     to_gray: HashMap<(u32, u32), Dispatch>,
-    /// Dispatches by stage (`GPU_STAGES`); the input's conversion to gray precedes the pyramid stage.
-    stages: [Vec<Dispatch>; GPU_STAGES.len()],
+    /// Dispatches of the later stages (`STAGES`); the GRAY entry stays empty.
+    stages: [Vec<Dispatch>; STAGES.len()],
     keypoints: wgpu::Buffer,
     descriptors: wgpu::Buffer,
     staging: wgpu::Buffer,
@@ -127,14 +109,19 @@ struct Plan {
     _descriptor: DescriptorPlan,
 }
 
-impl Extractor {
+/// One image of a batch: its input's index, its size and which of that size's plans runs it.
+#[derive(Clone, Copy)]
+struct Job {
+    input: usize,
+    size: (u32, u32),
+    slot: usize,
+}
+
+impl GpuExtractor {
     pub fn new(gpu: &Gpu, weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
-        let max_keypoints = options.max_keypoints.unwrap_or(config.inference.max_keypoints);
-        if max_keypoints == 0 {
-            return Err(Error::Invalid("max_keypoints must be at least 1".into()));
-        }
-        Ok(Extractor {
+        let max_keypoints = options.max_keypoints(&config)?;
+        Ok(GpuExtractor {
             gpu: gpu.clone(),
             detector: DetectorGpu::upload(gpu, &weights.detector()),
             descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config),
@@ -148,8 +135,8 @@ impl Extractor {
     }
 
     /// Seconds per stage of the last batch: "upload" and "readback" on the host clock (writing the inputs; mapping
-    /// and copying the results after the GPU finished), the `GPU_STAGES` from timestamp queries where the adapter
-    /// has them (else absent).
+    /// and copying the results after the GPU finished), the `STAGES` from timestamp queries where the adapter has
+    /// them (else absent).
     pub fn stage_times(&self) -> &[(&'static str, f64)] {
         &self.stage_times
     }
@@ -169,6 +156,7 @@ impl Extractor {
     /// Extracts every image with one submission to the GPU. Images over the adapter's limits are shrunk first or
     /// refused, as `Config::oversize` says.
     pub fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
+        check_sizes(images.iter().map(|i| (i.width, i.height)))?;
         let mut shrunk = Vec::with_capacity(images.len());
         for image in images {
             let size = self.working_size((image.width, image.height))?;
@@ -220,24 +208,60 @@ impl Extractor {
     /// Extracts from a texture the host application rendered, without a round trip through the CPU. The texture
     /// needs `TEXTURE_BINDING` usage and a linear float-filterable colour format (Rgba8Unorm, Bgra8Unorm, ...).
     pub fn extract_texture(&mut self, texture: &wgpu::Texture) -> Result<Features> {
-        Ok(self.run(&[Input::Texture(texture)])?.remove(0))
+        let input = Input::Texture(texture);
+        check_sizes([input.size()])?;
+        Ok(self.run(&[input])?.remove(0))
     }
 
+    /// One submission for all inputs; strek's GPU work runs inside error scopes (`Gpu::scoped`).
     fn run(&mut self, inputs: &[Input]) -> Result<Vec<Features>> {
         let dim = self.config.descriptor.dim;
         let mut results: Vec<Features> = inputs.iter().map(|i| Features::empty(i.size().into(), dim)).collect();
-        let mut jobs: Vec<(usize, (u32, u32), usize)> = Vec::new(); // (input, size, plan index)
+        let gpu = self.gpu.clone();
+        let jobs = gpu.scoped(|| self.schedule(inputs))?;
+        if jobs.is_empty() {
+            return Ok(results);
+        }
+        let upload_start = Instant::now();
+        let (index, upload) = gpu.scoped(|| {
+            let textures = self.upload(&jobs, inputs)?;
+            let upload = upload_start.elapsed().as_secs_f64();
+            let encoder = self.encode(&jobs, inputs, &textures);
+            Ok((gpu.queue.submit([encoder.finish()]), upload))
+        })?;
+        // wait for the GPU first, so that "readback" is the host's share (mapping and copying) alone
+        gpu.wait(Some(index))?;
+        let readback_start = Instant::now();
+        let mut staging: Vec<(&wgpu::Buffer, u64)> = jobs.iter().map(|j| self.plan(j).readback()).collect();
+        if let Some(t) = &self.timer {
+            staging.push((&t.staging, 8 * StageTimer::COUNT as u64));
+        }
+        let mut bytes = gpu.read_staging(&staging)?;
+        self.stage_times = vec![("upload", upload)];
+        if self.timer.is_some() {
+            let ticks = bytes.pop().expect("the timestamps were read");
+            self.stage_times.extend(stage_seconds(&gpu, &ticks));
+        }
+        for (job, data) in jobs.iter().zip(bytes) {
+            let (records, descriptors) = self.plan(job).decode(&data);
+            results[job.input].push_records(&records, &descriptors);
+        }
+        self.stage_times.push(("readback", readback_start.elapsed().as_secs_f64()));
+        Ok(results)
+    }
+
+    /// The jobs of a batch, with a plan for each (built on first use of a size); inputs too small for the model
+    /// have no job and give empty features.
+    fn schedule(&mut self, inputs: &[Input]) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
         let mut used: HashMap<(u32, u32), usize> = HashMap::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let size = input.size();
-            if size.0 == 0 || size.1 == 0 {
-                return Err(Error::Invalid(format!("image {i} is empty ({}x{})", size.0, size.1)));
-            }
-            if pyramid(&self.config, size.0, size.1).is_empty() {
-                continue; // smaller than the receptive field: no keypoints
+        for (input, i) in inputs.iter().enumerate() {
+            let size = i.size();
+            if !has_features(&self.config, size.0, size.1) {
+                continue;
             }
             let slot = used.entry(size).or_insert(0);
-            jobs.push((i, size, *slot));
+            jobs.push(Job { input, size, slot: *slot });
             *slot += 1;
         }
         for (&size, &count) in &used {
@@ -246,16 +270,21 @@ impl Extractor {
                 self.plans.entry(size).or_default().push(plan);
             }
         }
-        if jobs.is_empty() {
-            return Ok(results);
-        }
+        Ok(jobs)
+    }
+
+    fn plan(&self, job: &Job) -> &Plan {
+        &self.plans[&job.size][job.slot]
+    }
+
+    /// Writes the images into their plans' input buffers (their conversion to gray is built once per format);
+    /// returns the conversion dispatch of each texture input.
+    fn upload(&mut self, jobs: &[Job], inputs: &[Input]) -> Result<HashMap<usize, Dispatch>> {
         let gpu = &self.gpu;
-        let upload_start = Instant::now();
-        // the first dispatch of each job turns its input into the plan's gray image
-        let mut texture_dispatches = HashMap::new();
-        for &(i, size, slot) in &jobs {
-            let plan = &mut self.plans.get_mut(&size).unwrap()[slot];
-            match inputs[i] {
+        let mut textures = HashMap::new();
+        for job in jobs {
+            let plan = &mut self.plans.get_mut(&job.size).expect("scheduled")[job.slot];
+            match inputs[job.input] {
                 Input::Image(image) => {
                     gpu.queue.write_buffer(&plan.raw, 0, &image.packed_words());
                     let format = (image.channels, image.bits());
@@ -265,24 +294,26 @@ impl Extractor {
                     }
                 }
                 Input::Texture(texture) => {
-                    let d = preprocess::texture_to_gray(gpu, texture, self.config.input, &plan.gray)?;
-                    texture_dispatches.insert(i, d);
+                    textures.insert(job.input, preprocess::texture_to_gray(gpu, texture, self.config.input, &plan.gray)?);
                 }
             }
         }
-        let upload = upload_start.elapsed().as_secs_f64();
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        // One pass per stage over all jobs (stages of one job depend on each other, jobs do not), so that
-        // timestamps at the passes' ends time the stages.
-        for (stage, name) in GPU_STAGES.iter().enumerate() {
+        Ok(textures)
+    }
+
+    /// One pass per stage over all jobs (stages of one job depend on each other, jobs do not), so that
+    /// timestamps at the passes' ends time the stages; then the copies of the results to the staging buffers.
+    fn encode(&self, jobs: &[Job], inputs: &[Input], textures: &HashMap<usize, Dispatch>) -> wgpu::CommandEncoder {
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        for (stage, name) in STAGES.iter().enumerate() {
             let timestamp_writes = self.timer.as_ref().map(|t| t.writes(stage));
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes });
-            for &(i, size, slot) in &jobs {
-                let plan = &self.plans[&size][slot];
-                if stage == PYRAMID {
-                    match inputs[i] {
+            for job in jobs {
+                let plan = self.plan(job);
+                if stage == GRAY {
+                    match inputs[job.input] {
                         Input::Image(image) => plan.to_gray[&(image.channels, image.bits())].record(&mut pass),
-                        Input::Texture(_) => texture_dispatches[&i].record(&mut pass),
+                        Input::Texture(_) => textures[&job.input].record(&mut pass),
                     }
                 }
                 plan.stages[stage].iter().for_each(|d| d.record(&mut pass));
@@ -292,44 +323,10 @@ impl Extractor {
             encoder.resolve_query_set(&t.queries, 0..StageTimer::COUNT, &t.resolved, 0);
             encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.staging, 0, 8 * StageTimer::COUNT as u64);
         }
-        for &(_, size, slot) in &jobs {
-            let plan = &self.plans[&size][slot];
-            let kp_bytes = 32 * plan.count as u64;
-            encoder.copy_buffer_to_buffer(&plan.keypoints, 0, &plan.staging, 0, kp_bytes);
-            encoder.copy_buffer_to_buffer(&plan.descriptors, 0, &plan.staging, kp_bytes, plan.descriptor_bytes(dim));
+        for job in jobs {
+            self.plan(job).copy_results(&mut encoder);
         }
-        let index = gpu.queue.submit([encoder.finish()]);
-        let mut staging: Vec<(&wgpu::Buffer, u64)> = jobs
-            .iter()
-            .map(|&(_, size, slot)| {
-                let plan = &self.plans[&size][slot];
-                (&plan.staging, 32 * plan.count as u64 + plan.descriptor_bytes(dim))
-            })
-            .collect();
-        if let Some(t) = &self.timer {
-            staging.push((&t.staging, 8 * StageTimer::COUNT as u64));
-        }
-        // wait for the GPU first, so that "readback" is the host's share (mapping and copying) alone
-        gpu.wait(Some(index))?;
-        let readback_start = Instant::now();
-        let mut bytes = gpu.read_staging(&staging)?;
-        self.stage_times = vec![("upload", upload)];
-        if self.timer.is_some() {
-            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes.pop().expect("the timestamps were read"));
-            let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
-            for (stage, name) in GPU_STAGES.iter().enumerate() {
-                let (begin, end) = (ticks[2 * stage], ticks[2 * stage + 1]);
-                self.stage_times.push((name, end.saturating_sub(begin) as f64 * period));
-            }
-        }
-        for (&(i, size, slot), data) in jobs.iter().zip(bytes) {
-            let count = self.plans[&size][slot].count as usize;
-            let records: Vec<KeypointRecord> = bytemuck::pod_collect_to_vec(&data[..32 * count]);
-            let descriptors: Vec<f32> = bytemuck::pod_collect_to_vec(&data[32 * count..]);
-            results[i].push_records(&records, &descriptors);
-        }
-        self.stage_times.push(("readback", readback_start.elapsed().as_secs_f64()));
-        Ok(results)
+        encoder
     }
 
     fn build_plan(&self, (w, h): (u32, u32)) -> Result<Plan> {
@@ -345,7 +342,7 @@ impl Extractor {
         let scores = gpu.storage("scores", 4 * heat);
         let orientations = gpu.storage("orientations", 4 * heat);
         let mut buffers = vec![ping.clone(), pong.clone(), scores.clone(), orientations.clone()];
-        let mut stages: [Vec<Dispatch>; GPU_STAGES.len()] = Default::default();
+        let mut stages: [Vec<Dispatch>; STAGES.len()] = Default::default();
         for level in &levels {
             let input = if level.w == w && level.h == h {
                 gray.clone()
@@ -376,7 +373,7 @@ impl Extractor {
             self.descriptor.stride as f32,
             &descriptors,
         ));
-        let staging = gpu.staging("readback", 32 * select.count as u64 + 4 * (select.count * dim) as u64);
+        let staging = gpu.staging("readback", KeypointRecord::BYTES * select.count as u64 + descriptors.size());
         Ok(Plan {
             raw,
             gray,
@@ -393,7 +390,47 @@ impl Extractor {
 }
 
 impl Plan {
-    fn descriptor_bytes(&self, dim: usize) -> u64 {
-        4 * (self.count as usize * dim) as u64
+    fn keypoint_bytes(&self) -> u64 {
+        KeypointRecord::BYTES * self.count as u64
+    }
+
+    /// The staging buffer and how many of its bytes hold results: the keypoint records, then the descriptors.
+    fn readback(&self) -> (&wgpu::Buffer, u64) {
+        (&self.staging, self.keypoint_bytes() + self.descriptors.size())
+    }
+
+    fn copy_results(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.copy_buffer_to_buffer(&self.keypoints, 0, &self.staging, 0, self.keypoint_bytes());
+        encoder.copy_buffer_to_buffer(&self.descriptors, 0, &self.staging, self.keypoint_bytes(), self.descriptors.size());
+    }
+
+    fn decode(&self, data: &[u8]) -> (Vec<KeypointRecord>, Vec<f32>) {
+        let (records, descriptors) = data.split_at(self.keypoint_bytes() as usize);
+        (bytemuck::pod_collect_to_vec(records), bytemuck::pod_collect_to_vec(descriptors))
+    }
+}
+
+/// Seconds of each stage from its pass's begin and end timestamps.
+fn stage_seconds(gpu: &Gpu, bytes: &[u8]) -> Vec<(&'static str, f64)> {
+    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(bytes);
+    let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+    STAGES.iter().enumerate().map(|(s, &name)| (name, ticks[2 * s + 1].saturating_sub(ticks[2 * s]) as f64 * period)).collect()
+}
+
+impl Extract for GpuExtractor {
+    fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
+        GpuExtractor::extract_batch(self, images)
+    }
+
+    fn working_size(&self, size: (u32, u32)) -> Result<(u32, u32)> {
+        GpuExtractor::working_size(self, size)
+    }
+
+    fn describe(&self) -> String {
+        format!("GPU: {}", self.gpu.adapter)
+    }
+
+    fn stage_times(&self) -> Vec<(&'static str, f64)> {
+        GpuExtractor::stage_times(self).to_vec()
     }
 }

@@ -1,10 +1,44 @@
-//! Homographies and image rotation on an expanded canvas (pixel centres at integer coordinates, y down).
+//! Two-view geometry on one matrix type (`Mat3`, row-major f64; glam's `DMat3` where an inverse is needed), with
+//! pixel centres at integer coordinates and y down: homographies and image rotation here; estimation of
+//! homographies (`homography`) and fundamental/essential matrices (`fundamental`) as users of `solve::Ransac`.
+
+pub mod fundamental;
+pub mod homography;
 
 use crate::image_io::{Image, Samples};
 
+/// A row-major 3x3 matrix.
+pub type Mat3 = [[f64; 3]; 3];
+
+pub fn multiply(a: &Mat3, b: &Mat3) -> Mat3 {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+}
+
+pub fn transpose(a: &Mat3) -> Mat3 {
+    std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
+}
+
+/// `m v` for a homogeneous vector.
+pub fn apply(m: &Mat3, v: [f64; 3]) -> [f64; 3] {
+    std::array::from_fn(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
+}
+
+/// Hartley's normalisation: the similarity that moves the centroid to the origin and the mean distance to it to
+/// sqrt(2). `None` when the points coincide (or are not finite).
+pub fn normalization(p: &[[f64; 2]]) -> Option<Mat3> {
+    let n = p.len() as f64;
+    let (cx, cy) = (p.iter().map(|q| q[0]).sum::<f64>() / n, p.iter().map(|q| q[1]).sum::<f64>() / n);
+    let mean = p.iter().map(|q| ((q[0] - cx).powi(2) + (q[1] - cy).powi(2)).sqrt()).sum::<f64>() / n;
+    if !(mean > 1e-12) {
+        return None;
+    }
+    let s = std::f64::consts::SQRT_2 / mean;
+    Some([[s, 0.0, -s * cx], [0.0, s, -s * cy], [0.0, 0.0, 1.0]])
+}
+
 /// A 3x3 homography, row-major, mapping image-1 pixel coordinates to image-k pixel coordinates.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Homography(pub [[f64; 3]; 3]);
+pub struct Homography(pub Mat3);
 
 impl Homography {
     pub fn identity() -> Self {
@@ -26,6 +60,11 @@ impl Homography {
             return None;
         }
         Some(Homography(m.inverse().transpose().to_cols_array_2d()))
+    }
+
+    /// `self` after `first`: maps as `first`, then `self`.
+    pub fn after(&self, first: &Homography) -> Homography {
+        Homography(multiply(&self.0, &first.0))
     }
 
     /// Reads the HPatches text format: 3 rows of 3 numbers.

@@ -4,28 +4,14 @@
 //!
 //! A homography is right only for a plane or a pure rotation; the frames of a moving camera in a room need this.
 
-use crate::solve::{count, symmetric_eigen, Score};
-
-/// A row-major 3x3 matrix.
-pub type Mat3 = [[f64; 3]; 3];
+use super::{apply, multiply, normalization, transpose, Mat3};
+use crate::solve::{symmetric_eigen, Consensus, Score};
 
 pub use crate::solve::Ransac;
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Estimate {
-    /// `x2^T F x1 = 0` for homogeneous pixel coordinates `x1` of the first image and `x2` of the second.
-    pub fundamental: Mat3,
-    /// One flag per correspondence.
-    pub inliers: Vec<bool>,
-    /// Minimal samples drawn.
-    pub iterations: usize,
-}
-
-impl Estimate {
-    pub fn inlier_count(&self) -> usize {
-        count(&self.inliers)
-    }
-}
+/// A fundamental matrix with its inliers: `x2^T F x1 = 0` for homogeneous pixel coordinates `x1` of the first
+/// image and `x2` of the second.
+pub type Estimate = Consensus<Mat3>;
 
 /// The eight-point algorithm's minimum (and its least-squares fit on more).
 const SAMPLE: usize = 8;
@@ -48,7 +34,7 @@ pub fn estimate_essential(from: &[[f64; 2]], to: &[[f64; 2]], k1: &Mat3, k2: &Ma
     let (k1_inv, k2_inv) = (inverse_calibration(k1), inverse_calibration(k2));
     let implied = |f: Mat3| multiply(&multiply(&transpose(&k2_inv), &essential_from_fundamental(&f, k1, k2)), &k1_inv);
     let estimate = robust(from, to, settings, &implied)?;
-    let e = essential_from_fundamental(&estimate.fundamental, k1, k2);
+    let e = essential_from_fundamental(&estimate.model, k1, k2);
     Some((estimate, e))
 }
 
@@ -77,7 +63,7 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
         eight_point(&a, &b).map(project).into_iter().collect()
     };
     let found = settings.run_scored::<_, _, MINIMAL>(fit, &Sampson::new(from, to))?;
-    Some(Estimate { fundamental: unit_norm(found.model), inliers: found.inliers, iterations: found.iterations })
+    Some(Consensus { model: unit_norm(found.model), ..found })
 }
 
 /// Up to three values without an allocation: the roots of a cubic, the fundamental matrices of a minimal sample.
@@ -542,30 +528,6 @@ pub fn calibration(fx: f64, fy: f64, cx: f64, cy: f64) -> Mat3 {
     [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
 }
 
-/// The similarity that moves the centroid to the origin and the mean distance to it to sqrt(2).
-fn normalization(p: &[[f64; 2]]) -> Option<Mat3> {
-    let n = p.len() as f64;
-    let (cx, cy) = (p.iter().map(|q| q[0]).sum::<f64>() / n, p.iter().map(|q| q[1]).sum::<f64>() / n);
-    let mean = p.iter().map(|q| ((q[0] - cx).powi(2) + (q[1] - cy).powi(2)).sqrt()).sum::<f64>() / n;
-    if !(mean > 1e-12) {
-        return None;
-    }
-    let s = std::f64::consts::SQRT_2 / mean;
-    Some([[s, 0.0, -s * cx], [0.0, s, -s * cy], [0.0, 0.0, 1.0]])
-}
-
-pub fn multiply(a: &Mat3, b: &Mat3) -> Mat3 {
-    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
-}
-
-pub fn transpose(a: &Mat3) -> Mat3 {
-    std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
-}
-
-fn apply(m: &Mat3, v: [f64; 3]) -> [f64; 3] {
-    std::array::from_fn(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -711,7 +673,7 @@ pub(crate) mod tests {
         assert!(found as f64 >= 0.97 * true_inliers as f64, "{found} of {true_inliers}");
         // a random point lies within 2 px of a random epipolar line with a probability of about 1%
         assert!(false_positives <= 12, "{false_positives} outliers accepted");
-        let mean: f64 = (0..s.from.len()).filter(|&i| s.truth[i]).map(|i| sampson_distance(&estimate.fundamental, s.from[i], s.to[i])).sum::<f64>()
+        let mean: f64 = (0..s.from.len()).filter(|&i| s.truth[i]).map(|i| sampson_distance(&estimate.model, s.from[i], s.to[i])).sum::<f64>()
             / true_inliers as f64;
         assert!(mean < 0.8, "mean Sampson distance of the true inliers {mean}");
         assert!(estimate.iterations < 10_000);
