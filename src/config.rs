@@ -59,6 +59,42 @@ pub struct ConvSpec {
     pub group: GroupStructure,
 }
 
+/// One step of the descriptor network (`ModelConfig::descriptor_steps`); `level` is the resolution of its output
+/// (2^level times smaller than the input), `c` the channels of the map it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A same-padded convolution with ReLU.
+    Conv(ConvSpec),
+    /// 2x2 average pooling to `level`.
+    Pool { level: usize, c: usize },
+    /// Keep the current map: a later `UpsampleConcat` to this level reads it.
+    KeepSkip { level: usize, c: usize },
+    /// Bilinear upsampling to the kept map of `level` and concatenation with it (upsampled channels first).
+    UpsampleConcat { level: usize, c: usize, skip_c: usize },
+    /// The 1x1 head, without ReLU.
+    Head(ConvSpec),
+    /// L2 normalisation of each pixel's `c` channels.
+    L2Norm { level: usize, c: usize },
+}
+
+impl Step {
+    pub fn level(&self) -> usize {
+        match self {
+            Step::Conv(s) | Step::Head(s) => s.level,
+            Step::Pool { level, .. } | Step::KeepSkip { level, .. } | Step::UpsampleConcat { level, .. } | Step::L2Norm { level, .. } => *level,
+        }
+    }
+
+    /// Channels of the step's output.
+    pub fn channels(&self) -> usize {
+        match self {
+            Step::Conv(s) | Step::Head(s) => s.c_out,
+            Step::Pool { c, .. } | Step::KeepSkip { c, .. } | Step::L2Norm { c, .. } => *c,
+            Step::UpsampleConcat { c, skip_c, .. } => c + skip_c,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GroupStructure {
     None,
@@ -148,9 +184,9 @@ impl ModelConfig {
         (self.receptive_field() - 1) / 2
     }
 
-    /// Output stride of the descriptor map.
+    /// Output stride of the descriptor map: 2^level of its last step.
     pub fn descriptor_stride(&self) -> usize {
-        1 << (self.descriptor.encoder.len() - 1 - self.descriptor.decoder.len())
+        1 << self.descriptor_steps().last().expect("the descriptor ends in L2 normalisation").level()
     }
 
     pub fn detector_convs(&self) -> Vec<ConvSpec> {
@@ -165,25 +201,50 @@ impl ModelConfig {
         specs
     }
 
-    /// Descriptor convolutions in execution order.
-    pub fn descriptor_convs(&self) -> Vec<ConvSpec> {
+    /// The descriptor network as the steps every implementation walks (the reference, the GPU plan, the CPU path,
+    /// the buffer bound, the multiply-add count): per encoder level `l`, pooling from the level above (l > 0) and
+    /// two convolutions, keeping the result when a decoder stage reads it; per decoder stage `m`, upsampling to
+    /// level `E-2-m`, concatenation with that level's kept map and a convolution; the head; L2 normalisation.
+    pub fn descriptor_steps(&self) -> Vec<Step> {
         let e = &self.descriptor;
-        let k = e.kernel;
+        let (levels, decoders) = (e.encoder.len(), e.decoder.len());
         let conv = |name: String, c_out, c_in, k, level| ConvSpec { name, c_out, c_in, k, level, group: GroupStructure::None };
-        let mut specs = Vec::new();
-        let mut c_in = 1;
-        for (l, &c) in e.encoder.iter().enumerate() {
-            specs.push(conv(format!("descriptor.enc{l}a"), c, c_in, k, l));
-            specs.push(conv(format!("descriptor.enc{l}b"), c, c, k, l));
-            c_in = c;
+        let skip_level = |m: usize| levels - 2 - m;
+        let mut steps = Vec::new();
+        let mut c = 1;
+        for (l, &c_out) in e.encoder.iter().enumerate() {
+            if l > 0 {
+                steps.push(Step::Pool { level: l, c });
+            }
+            steps.push(Step::Conv(conv(format!("descriptor.enc{l}a"), c_out, c, e.kernel, l)));
+            steps.push(Step::Conv(conv(format!("descriptor.enc{l}b"), c_out, c_out, e.kernel, l)));
+            c = c_out;
+            if (0..decoders).any(|m| skip_level(m) == l) {
+                steps.push(Step::KeepSkip { level: l, c });
+            }
         }
+        let mut level = levels - 1;
         for (m, &d) in e.decoder.iter().enumerate() {
-            let skip = e.encoder[e.encoder.len() - 2 - m];
-            specs.push(conv(format!("descriptor.dec{m}"), d, c_in + skip, k, e.encoder.len() - 2 - m));
-            c_in = d;
+            level = skip_level(m);
+            let skip_c = e.encoder[level];
+            steps.push(Step::UpsampleConcat { level, c, skip_c });
+            steps.push(Step::Conv(conv(format!("descriptor.dec{m}"), d, c + skip_c, e.kernel, level)));
+            c = d;
         }
-        specs.push(conv("descriptor.head".into(), e.dim, c_in, 1, e.encoder.len() - 1 - e.decoder.len()));
-        specs
+        steps.push(Step::Head(conv("descriptor.head".into(), e.dim, c, 1, level)));
+        steps.push(Step::L2Norm { level, c: e.dim });
+        steps
+    }
+
+    /// Descriptor convolutions (the head last) in execution order.
+    pub fn descriptor_convs(&self) -> Vec<ConvSpec> {
+        self.descriptor_steps()
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Conv(spec) | Step::Head(spec) => Some(spec),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Multiply-adds per input pixel of the detector at one scale.
@@ -211,6 +272,39 @@ mod tests {
         assert!(c.detector_macs_per_pixel() <= 40_000);
         assert!(c.descriptor_macs_per_pixel() <= 60_000.0);
         assert_eq!(c.descriptor_stride(), 4);
+    }
+
+    #[test]
+    fn descriptor_steps_of_the_default_unet() {
+        let c = ModelConfig::default_s_trek();
+        let kinds: Vec<String> = c
+            .descriptor_steps()
+            .iter()
+            .map(|s| match s {
+                Step::Conv(spec) => spec.name.trim_start_matches("descriptor.").to_string(),
+                Step::Head(_) => "head".into(),
+                Step::Pool { level, c } => format!("pool{level}:{c}"),
+                Step::KeepSkip { level, c } => format!("keep{level}:{c}"),
+                Step::UpsampleConcat { level, c, skip_c } => format!("up{level}:{c}+{skip_c}"),
+                Step::L2Norm { level, c } => format!("l2norm{level}:{c}"),
+            })
+            .collect();
+        let expected = "enc0a enc0b pool1:16 enc1a enc1b pool2:32 enc2a enc2b keep2:64 pool3:64 enc3a enc3b up2:128+64 dec0 head l2norm2:128";
+        assert_eq!(kinds.join(" "), expected);
+        let dec0 = &c.descriptor_convs()[8];
+        assert_eq!((dec0.name.as_str(), dec0.c_in, dec0.c_out, dec0.level), ("descriptor.dec0", 192, 128, 2));
+        // no decoder: the head reads the last encoder level, and nothing is kept
+        let mut plain = c.clone();
+        plain.descriptor.decoder.clear();
+        let steps = plain.descriptor_steps();
+        assert!(!steps.iter().any(|s| matches!(s, Step::KeepSkip { .. } | Step::UpsampleConcat { .. })));
+        assert_eq!(plain.descriptor_stride(), 8);
+        // two decoder stages read levels 2 and 1
+        let mut deep = c.clone();
+        deep.descriptor.decoder = vec![64, 32];
+        let kept: Vec<usize> = deep.descriptor_steps().iter().filter_map(|s| if let Step::KeepSkip { level, .. } = s { Some(*level) } else { None }).collect();
+        assert_eq!(kept, [1, 2]);
+        assert_eq!(deep.descriptor_stride(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The built-in demo: a procedurally generated scene, its rotated copy, features of both, mutual-nearest-neighbour
-//! matches, repeatability, and a picture of it all. Needs no file from outside the repository.
+//! matches, repeatability, and a picture of it all with the numbers written in it (a 5x7 bitmap font of our own).
+//! Needs no file from outside the repository.
 
 use crate::features::Features;
 use crate::geometry::{rotate_image, Homography};
@@ -76,14 +77,21 @@ pub fn run(
     let (a, b) = (&features[0], &features[1]);
     let matches = mutual_nearest_reference(a, b, 1.0);
     let correct: Vec<bool> = matches.iter().map(|&(i, j)| reprojection_error(a, b, &h, i, j) <= 3.0).collect();
-    let picture = draw(&first, &second, a, b, &matches, &correct);
-    Ok(DemoReport {
-        keypoints: [a.len(), b.len()],
-        repeatability: repeatability(a, b, &h, 3.0).unwrap_or(0.0),
-        matches: matches.len(),
-        correct_matches: correct.iter().filter(|c| **c).count(),
-        picture,
-    })
+    let mut picture = draw(&first, &second, a, b, &matches, &correct);
+    let rep = repeatability(a, b, &h, 3.0).unwrap_or(0.0);
+    let right = correct.iter().filter(|c| **c).count();
+    let share = 100.0 * right as f64 / matches.len().max(1) as f64;
+    caption(
+        &mut picture,
+        &[
+            format!("STREK DEMO: THE SCENE (LEFT) TURNED BY {angle_degrees} DEGREES (RIGHT)"),
+            format!("KEYPOINTS {} AND {}, REPEATABILITY (3 PX) {rep:.2}", a.len(), b.len()),
+            format!("MATCHES {}, CORRECT {right} ({share:.0}%)", matches.len()),
+            format!("LINES: THE {} STRONGEST, GREEN CORRECT, RED WRONG", SHOWN_MATCHES.min(matches.len())),
+            format!("CIRCLES: SCALE, TICKS: ORIENTATION (STRONGEST {SHOWN_KEYPOINTS})"),
+        ],
+    );
+    Ok(DemoReport { keypoints: [a.len(), b.len()], repeatability: rep, matches: matches.len(), correct_matches: right, picture })
 }
 
 fn reprojection_error(a: &Features, b: &Features, h: &Homography, i: usize, j: usize) -> f64 {
@@ -97,9 +105,17 @@ fn reprojection_error(a: &Features, b: &Features, h: &Homography, i: usize, j: u
 
 /// Pixels between the two images of `draw`.
 pub const GAP: u32 = 8;
+/// Keypoints of each image drawn with their scale and orientation (the strongest); the others are dots.
+const SHOWN_KEYPOINTS: usize = 120;
+/// Matches drawn as lines (those of the strongest keypoints of the first image).
+pub const SHOWN_MATCHES: usize = 60;
+const KEYPOINT: [u8; 3] = [255, 200, 0];
+const RIGHT: [u8; 3] = [0, 230, 0];
+const WRONG: [u8; 3] = [240, 30, 30];
 
-/// Both images side by side, keypoints as circles with an orientation tick, matches as lines (green when the
-/// ground truth agrees within 3 px, red otherwise).
+/// Both images side by side; the strongest keypoints as circles of their scale with a tick along their
+/// orientation, the others as dots; the matches of the strongest keypoints as lines (green when `correct`, red
+/// otherwise). Features are sorted by score, so index order is strength order.
 pub fn draw(
     first: &Image,
     second: &Image,
@@ -108,11 +124,10 @@ pub fn draw(
     matches: &[(usize, usize)],
     correct: &[bool],
 ) -> image::RgbImage {
-    let gap = GAP;
-    let width = first.width + gap + second.width;
+    let width = first.width + GAP + second.width;
     let height = first.height.max(second.height);
     let mut canvas = image::RgbImage::new(width, height);
-    for (img, dx) in [(first, 0), (second, first.width + gap)] {
+    for (img, dx) in [(first, 0), (second, first.width + GAP)] {
         for y in 0..img.height {
             for x in 0..img.width {
                 let v = gray_at(img, x, y);
@@ -120,25 +135,117 @@ pub fn draw(
             }
         }
     }
-    let offset_b = (first.width + gap) as f32;
+    let offset_b = (first.width + GAP) as f32;
     for (f, dx) in [(a, 0.0), (b, offset_b)] {
-        for i in 0..f.len() {
+        for i in (0..f.len()).rev() {
             let [x, y] = f.keypoints[i];
+            if i >= SHOWN_KEYPOINTS {
+                plot(&mut canvas, x + dx, y, KEYPOINT);
+                continue;
+            }
             let r = 3.0 * f.scales[i];
-            circle(&mut canvas, x + dx, y, r, [255, 200, 0]);
+            circle(&mut canvas, x + dx, y, r, KEYPOINT);
             let t = f.orientations[i];
             // orientation as displayed: counter-clockwise from +x with y down
-            line(&mut canvas, (x + dx, y), (x + dx + r * t.cos(), y - r * t.sin()), [255, 200, 0]);
+            line(&mut canvas, (x + dx, y), (x + dx + r * t.cos(), y - r * t.sin()), KEYPOINT);
         }
     }
-    for (&(i, j), &ok) in matches.iter().zip(correct) {
-        let colour = if ok { [0, 220, 0] } else { [230, 0, 0] };
-        let p = a.keypoints[i];
-        let q = b.keypoints[j];
-        line(&mut canvas, (p[0], p[1]), (q[0] + offset_b, q[1]), colour);
+    let mut shown: Vec<(&(usize, usize), &bool)> = matches.iter().zip(correct).collect();
+    shown.sort_by_key(|((i, _), _)| *i);
+    for (&(i, j), &ok) in shown.into_iter().take(SHOWN_MATCHES) {
+        let (p, q) = (a.keypoints[i], b.keypoints[j]);
+        line(&mut canvas, (p[0], p[1]), (q[0] + offset_b, q[1]), if ok { RIGHT } else { WRONG });
     }
     canvas
 }
+
+/// Writes lines of text in the top-left corner of the picture on a darkened band (capitals, digits and
+/// `.:,%/()-=+`; other characters are blanks), twice the font size on pictures at least 640 pixels wide.
+pub fn caption(canvas: &mut image::RgbImage, lines: &[String]) {
+    let scale = if canvas.width() >= 640 { 2 } else { 1 };
+    let (cell_w, cell_h) = (6 * scale, 9 * scale);
+    let longest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    let (band_w, band_h) = ((longest * cell_w + 2 * scale).min(canvas.width()), (lines.len() as u32 * cell_h + scale).min(canvas.height()));
+    for y in 0..band_h {
+        for x in 0..band_w {
+            let p = canvas.get_pixel_mut(x, y);
+            p.0 = p.0.map(|v| v / 3);
+        }
+    }
+    for (row, text) in lines.iter().enumerate() {
+        for (col, ch) in text.chars().enumerate() {
+            let Some(glyph) = glyph(ch.to_ascii_uppercase()) else { continue };
+            for (gy, bits) in glyph.split(' ').enumerate() {
+                for (gx, bit) in bits.bytes().enumerate() {
+                    if bit != b'#' {
+                        continue;
+                    }
+                    for (sx, sy) in (0..scale).flat_map(|sx| (0..scale).map(move |sy| (sx, sy))) {
+                        let x = scale + col as u32 * cell_w + gx as u32 * scale + sx;
+                        let y = scale + row as u32 * cell_h + gy as u32 * scale + sy;
+                        if x < canvas.width() && y < canvas.height() {
+                            canvas.put_pixel(x, y, image::Rgb([255, 255, 255]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A 5x7 glyph as seven rows of `#` (ink) and `.`.
+fn glyph(ch: char) -> Option<&'static str> {
+    FONT.iter().find(|(c, _)| *c == ch).map(|(_, rows)| *rows)
+}
+
+const FONT: &[(char, &str)] = &[
+    ('0', ".###. #...# #..## #.#.# ##..# #...# .###."),
+    ('1', "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###."),
+    ('2', ".###. #...# ....# ...#. ..#.. .#... #####"),
+    ('3', "####. ....# ....# .###. ....# ....# ####."),
+    ('4', "...#. ..##. .#.#. #..#. ##### ...#. ...#."),
+    ('5', "##### #.... ####. ....# ....# #...# .###."),
+    ('6', "..##. .#... #.... ####. #...# #...# .###."),
+    ('7', "##### ....# ...#. ..#.. .#... .#... .#..."),
+    ('8', ".###. #...# #...# .###. #...# #...# .###."),
+    ('9', ".###. #...# #...# .#### ....# ...#. .##.."),
+    ('A', ".###. #...# #...# ##### #...# #...# #...#"),
+    ('B', "####. #...# #...# ####. #...# #...# ####."),
+    ('C', ".###. #...# #.... #.... #.... #...# .###."),
+    ('D', "####. #...# #...# #...# #...# #...# ####."),
+    ('E', "##### #.... #.... ####. #.... #.... #####"),
+    ('F', "##### #.... #.... ####. #.... #.... #...."),
+    ('G', ".###. #...# #.... #.### #...# #...# .####"),
+    ('H', "#...# #...# #...# ##### #...# #...# #...#"),
+    ('I', ".###. ..#.. ..#.. ..#.. ..#.. ..#.. .###."),
+    ('J', "..### ...#. ...#. ...#. ...#. #..#. .##.."),
+    ('K', "#...# #..#. #.#.. ##... #.#.. #..#. #...#"),
+    ('L', "#.... #.... #.... #.... #.... #.... #####"),
+    ('M', "#...# ##.## #.#.# #.#.# #...# #...# #...#"),
+    ('N', "#...# #...# ##..# #.#.# #..## #...# #...#"),
+    ('O', ".###. #...# #...# #...# #...# #...# .###."),
+    ('P', "####. #...# #...# ####. #.... #.... #...."),
+    ('Q', ".###. #...# #...# #...# #.#.# #..#. .##.#"),
+    ('R', "####. #...# #...# ####. #.#.. #..#. #...#"),
+    ('S', ".#### #.... #.... .###. ....# ....# ####."),
+    ('T', "##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#.."),
+    ('U', "#...# #...# #...# #...# #...# #...# .###."),
+    ('V', "#...# #...# #...# #...# #...# .#.#. ..#.."),
+    ('W', "#...# #...# #...# #.#.# #.#.# #.#.# .#.#."),
+    ('X', "#...# #...# .#.#. ..#.. .#.#. #...# #...#"),
+    ('Y', "#...# #...# .#.#. ..#.. ..#.. ..#.. ..#.."),
+    ('Z', "##### ....# ...#. ..#.. .#... #.... #####"),
+    ('.', "..... ..... ..... ..... ..... .##.. .##.."),
+    (':', "..... .##.. .##.. ..... .##.. .##.. ....."),
+    (',', "..... ..... ..... ..... .##.. ..#.. .#..."),
+    ('%', "##..# ##..# ...#. ..#.. .#... #..## #..##"),
+    ('/', "....# ....# ...#. ..#.. .#... #.... #...."),
+    ('(', "...#. ..#.. .#... .#... .#... ..#.. ...#."),
+    (')', ".#... ..#.. ...#. ...#. ...#. ..#.. .#..."),
+    ('-', "..... ..... ..... ##### ..... ..... ....."),
+    ('=', "..... ..... ##### ..... ##### ..... ....."),
+    ('+', "..... ..#.. ..#.. ##### ..#.. ..#.. ....."),
+];
 
 fn gray_at(img: &Image, x: u32, y: u32) -> u8 {
     let i = ((y * img.width + x) * img.channels) as usize;

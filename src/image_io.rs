@@ -102,6 +102,8 @@ impl Image {
             D::ImageLuma16(b) => (1, Samples::U16(b.into_raw())),
             D::ImageLumaA16(b) => (2, Samples::U16(b.into_raw())),
             D::ImageRgb16(b) => (3, Samples::U16(b.into_raw())),
+            D::ImageRgb32F(b) => (3, Samples::U16(b.into_raw().into_iter().map(unit_to_u16).collect())),
+            D::ImageRgba32F(b) => (4, Samples::U16(b.into_raw().into_iter().map(unit_to_u16).collect())),
             other => (4, Samples::U16(other.to_rgba16().into_raw())),
         };
         Image { width, height, channels, samples }
@@ -153,6 +155,16 @@ impl Image {
         };
         bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
         bytes
+    }
+}
+
+/// A float sample (0 black, 1 white) as a 16-bit one: clamped to [0, 1], and NaN (no value) black, so that every
+/// extraction path sees the same numbers.
+fn unit_to_u16(v: f32) -> u16 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 65535.0).round() as u16
     }
 }
 

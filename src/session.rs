@@ -53,6 +53,8 @@ pub fn resolve_auto(gpu_options: &GpuOptions) -> Result<(Device, String)> {
 #[derive(Clone)]
 pub struct Session {
     gpu: Option<Gpu>,
+    /// How a GPU is chosen, for a CPU session's GPU matcher.
+    options: GpuOptions,
 }
 
 impl Session {
@@ -62,19 +64,20 @@ impl Session {
             Device::Auto => resolve_auto(options)?.0,
             other => other,
         };
-        Ok(match device {
-            Device::Cpu => Self::cpu(),
-            Device::Auto | Device::Gpu => Self::on_gpu(Gpu::new(options)?),
-        })
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Auto | Device::Gpu => Some(Gpu::new(options)?),
+        };
+        Ok(Session { gpu, options: options.clone() })
     }
 
     pub fn cpu() -> Self {
-        Session { gpu: None }
+        Session { gpu: None, options: GpuOptions::default() }
     }
 
     /// A session on a GPU already open (one the host application owns: `Gpu::from_device`).
     pub fn on_gpu(gpu: Gpu) -> Self {
-        Session { gpu: Some(gpu) }
+        Session { gpu: Some(gpu), options: GpuOptions::default() }
     }
 
     /// `Device::Gpu` or `Device::Cpu`: what the session runs on.
@@ -98,13 +101,13 @@ impl Session {
         })
     }
 
-    /// A matcher: `Auto` matches where the session extracts, `Cpu` on the CPU, `Gpu` on the session's GPU (an
-    /// error for a CPU session: a second device would send every descriptor across).
+    /// A matcher: `Auto` matches where the session extracts, `Cpu` on the CPU, `Gpu` on the session's GPU (a
+    /// CPU session opens one for matching only, as its options say: still the one GPU device of the session).
     pub fn matcher(&self, choice: Device) -> Result<Matcher> {
         match (choice, &self.gpu) {
             (Device::Cpu, _) | (Device::Auto, None) => Ok(Matcher::Cpu),
             (_, Some(gpu)) => Ok(Matcher::Gpu(GpuMatcher::new(gpu))),
-            (Device::Gpu, None) => Err(Error::Invalid("GPU matching needs a GPU session (--device gpu)".into())),
+            (Device::Gpu, None) => Ok(Matcher::Gpu(GpuMatcher::new(&Gpu::new(&self.options)?))),
         }
     }
 

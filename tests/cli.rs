@@ -18,7 +18,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 fn demo_writes_its_picture_and_reports_repeatability() {
     let dir = temp_dir("demo");
     let png = dir.join("demo.png");
-    let out = strek().args(["demo", "--width", "96", "--height", "72", "-o"]).arg(&png).output().unwrap();
+    let out = strek().args(["demo", "--angle", "90", "--width", "96", "--height", "72", "-o"]).arg(&png).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("repeatability@3px"), "{stdout}");

@@ -75,7 +75,9 @@ impl std::str::FromStr for Camera {
             Some(("pinhole", values)) => {
                 let v: Vec<f64> = values.split(',').map(|t| t.trim().parse().ok()).collect::<Option<_>>().ok_or_else(bad)?;
                 match v[..] {
-                    [fx, fy, cx, cy] if fx > 0.0 && fy > 0.0 => Ok(Camera::Pinhole { fx, fy, cx, cy }),
+                    [fx, fy, cx, cy] if fx > 0.0 && fy > 0.0 && v.iter().all(|x| x.is_finite()) => {
+                        Ok(Camera::Pinhole { fx, fy, cx, cy })
+                    }
                     _ => Err(bad()),
                 }
             }
@@ -183,6 +185,17 @@ pub struct Summary {
     /// What extracted and what matched.
     pub extractor: String,
     pub matcher: String,
+}
+
+impl Summary {
+    fn add_pair(&mut self, matches: usize, geometry: &TwoViewRow) {
+        self.matches += matches;
+        if geometry.config != Configuration::Degenerate {
+            self.verified_pairs += 1;
+            self.inlier_matches += geometry.inliers.len();
+        }
+        self.calibrated_pairs += (geometry.config == Configuration::Calibrated) as usize;
+    }
 }
 
 /// Verifies the matches of one pair of images: a fundamental matrix by RANSAC (in COLMAP's pixel convention, as
@@ -294,9 +307,27 @@ pub fn build(
 ) -> Result<Summary> {
     let mut summary = Summary { extractor: extractor.describe(), matcher: matcher.describe(), ..Default::default() };
     let db = Database::create(out)?;
-
-    // Extraction, a batch at a time; decoding in parallel on the CPU.
     let start = Instant::now();
+    let images = extract_all(inputs, extractor, options, &db, &mut summary, log)?;
+    summary.extract_seconds = start.elapsed().as_secs_f64();
+    if summary.cameras > 1 && options.camera != Camera::Guess {
+        log(&format!("warning: images of {} different sizes share the given intrinsics", summary.cameras));
+    }
+    match_and_verify(&images, matcher, options, &db, &mut summary)?;
+    db.finish()?;
+    Ok(summary)
+}
+
+/// Extracts the images a batch at a time (decoding in parallel on the CPU) and writes each one's camera, image
+/// row, keypoints and descriptors; files that cannot be read are logged and skipped.
+fn extract_all(
+    inputs: &[ImageFile],
+    extractor: &mut dyn Extract,
+    options: &Options,
+    db: &Database,
+    summary: &mut Summary,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Extracted>> {
     let mut images: Vec<Extracted> = Vec::new();
     let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
     for chunk in inputs.chunks(options.batch.max(1)) {
@@ -338,39 +369,32 @@ pub fn build(
     }
     summary.images = images.len();
     summary.cameras = cameras.len();
-    summary.extract_seconds = start.elapsed().as_secs_f64();
-    if cameras.len() > 1 && options.camera != Camera::Guess {
-        log(&format!("warning: images of {} different sizes share the given intrinsics", cameras.len()));
-    }
+    Ok(images)
+}
 
-    // Matching and verification, a block of pairs at a time, written before the next block: memory stays bounded
-    // however many pairs there are.
+/// Matching and verification, a block of pairs at a time, written before the next block: memory stays bounded
+/// however many pairs there are.
+fn match_and_verify(images: &[Extracted], matcher: &Matcher, options: &Options, db: &Database, summary: &mut Summary) -> Result<()> {
     let pairs = options.pairs.list(images.len());
     let calibration = options.camera.calibration();
     for (b, block) in pairs.chunks(PAIRS_PER_BLOCK).enumerate() {
         let start = Instant::now();
-        let matched = match_pairs(block, &images, matcher, options.ratio)?;
+        let matched = match_pairs(block, images, matcher, options.ratio)?;
         summary.match_seconds += start.elapsed().as_secs_f64();
         let start = Instant::now();
         let first = b * PAIRS_PER_BLOCK;
-        let geometries = verify_pairs(block, first, &matched, &images, calibration.as_ref(), options);
+        let geometries = verify_pairs(block, first, &matched, images, calibration.as_ref(), options);
         summary.verify_seconds += start.elapsed().as_secs_f64();
         for ((&(i, j), matches), geometry) in block.iter().zip(&matched).zip(&geometries) {
             let (id1, id2) = (images[i].0, images[j].0);
             let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
             db.add_matches(id1, id2, &as_u32)?;
             db.add_two_view_geometry(id1, id2, geometry)?;
-            summary.matches += matches.len();
-            if geometry.config != Configuration::Degenerate {
-                summary.verified_pairs += 1;
-                summary.inlier_matches += geometry.inliers.len();
-            }
-            summary.calibrated_pairs += (geometry.config == Configuration::Calibrated) as usize;
+            summary.add_pair(matches.len(), geometry);
         }
     }
     summary.pairs = pairs.len();
-    db.finish()?;
-    Ok(summary)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,62 +3,61 @@
 use super::conv::{conv, conv1x1_to_map, Kernel, PackedConv};
 use super::hwc::{BufferPool, HwcMap};
 use super::unet::{avgpool2, l2norm, upsample_concat};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Step};
 use crate::ops::Map;
 use crate::weights::ConvWeights;
 
 pub struct CpuDescriptor {
     pub layers: Vec<PackedConv>,
-    encoder: usize,
-    decoder: usize,
+    steps: Vec<Step>,
 }
 
 impl CpuDescriptor {
     pub fn new(layers: &[ConvWeights], config: &ModelConfig) -> Self {
-        CpuDescriptor {
-            layers: layers.iter().map(PackedConv::new).collect(),
-            encoder: config.descriptor.encoder.len(),
-            decoder: config.descriptor.decoder.len(),
-        }
+        CpuDescriptor { layers: layers.iter().map(PackedConv::new).collect(), steps: config.descriptor_steps() }
     }
 
-    /// The L2-normalised descriptor map (channel-major, output stride `2^(E-1-D)`) of the level-0 normalised gray
-    /// image; its storage comes from `pool`.
+    /// The L2-normalised descriptor map (channel-major, at the stride of the last step) of the level-0 normalised
+    /// gray image; its storage comes from `pool`.
     pub fn run(&self, pool: &mut BufferPool, image: &Map, kernel: Kernel) -> Map {
-        let pad = self.layers[0].spec.k / 2;
         let mut layers = self.layers.iter();
-        let mut same = |pool: &mut BufferPool, x: HwcMap| {
-            let y = conv(pool, &x, layers.next().expect("layer count checked by the loader"), true, true, kernel);
-            x.recycle(pool);
-            y
-        };
-        // Only the encoder levels the decoder reads are kept.
-        let first_skip = self.encoder - 1 - self.decoder;
-        let mut skips: Vec<Option<HwcMap>> = (0..self.encoder).map(|_| None).collect();
-        let mut x = HwcMap::from_map(pool, image, pad);
-        for level in 0..self.encoder {
-            if level > 0 {
-                let pooled = avgpool2(pool, &x);
-                if level > first_skip {
-                    skips[level - 1] = Some(x);
-                } else {
-                    x.recycle(pool);
+        let mut next_layer = || layers.next().expect("one layer per convolution step (checked by the loader)");
+        let levels = self.steps.iter().map(Step::level).max().unwrap_or(0) + 1;
+        let mut skips: Vec<Option<HwcMap>> = (0..levels).map(|_| None).collect();
+        // the current map, and the level whose skip it also is (it moves there, not to the pool, when replaced)
+        let mut x = HwcMap::from_map(pool, image, self.layers[0].spec.k / 2);
+        let mut kept: Option<usize> = None;
+        let mut map = None;
+        for step in &self.steps {
+            let y = match step {
+                Step::Conv(_) => conv(pool, &x, next_layer(), true, true, kernel),
+                Step::Pool { .. } => avgpool2(pool, &x),
+                Step::KeepSkip { level, .. } => {
+                    kept = Some(*level);
+                    continue;
                 }
-                x = pooled;
+                Step::UpsampleConcat { level, .. } => {
+                    let skip = skips[*level].take().expect("kept");
+                    let cat = upsample_concat(pool, &x, &skip);
+                    skip.recycle(pool);
+                    cat
+                }
+                Step::Head(_) => {
+                    map = Some(conv1x1_to_map(pool, &x, next_layer()));
+                    continue;
+                }
+                Step::L2Norm { .. } => {
+                    l2norm(map.as_mut().expect("the head precedes L2 normalisation"));
+                    continue;
+                }
+            };
+            let old = std::mem::replace(&mut x, y);
+            match kept.take() {
+                Some(level) => skips[level] = Some(old),
+                None => old.recycle(pool),
             }
-            x = same(pool, x);
-            x = same(pool, x);
         }
-        for m in 0..self.decoder {
-            let skip = skips[self.encoder - 2 - m].take().expect("skip kept");
-            let cat = upsample_concat(pool, &x, &skip);
-            x.recycle(pool);
-            skip.recycle(pool);
-            x = same(pool, cat);
-        }
-        let mut map = conv1x1_to_map(pool, &x, layers.next().expect("head"));
         x.recycle(pool);
-        l2norm(&mut map);
-        map
+        map.expect("the descriptor ends in its head")
     }
 }

@@ -81,7 +81,7 @@ impl Sequence {
             let (Some(image), true) = (find(k), h_path.is_file()) else { break };
             let text = std::fs::read_to_string(&h_path).map_err(|e| Error::io(&h_path, e))?;
             let h = Homography::parse(&text)
-                .ok_or_else(|| Error::Invalid(format!("{}: expected 3 rows of 3 numbers", h_path.display())))?;
+                .ok_or_else(|| Error::Invalid(format!("{}: expected 3 rows of 3 finite numbers", h_path.display())))?;
             images.push(image);
             homographies.push(h);
         }

@@ -67,9 +67,9 @@ impl Homography {
         Homography(multiply(&self.0, &first.0))
     }
 
-    /// Reads the HPatches text format: 3 rows of 3 numbers.
+    /// Reads the HPatches text format: 3 rows of 3 finite numbers.
     pub fn parse(text: &str) -> Option<Self> {
-        let v: Vec<f64> = text.split_whitespace().map(|t| t.parse().ok()).collect::<Option<_>>()?;
+        let v: Vec<f64> = text.split_whitespace().map(|t| t.parse().ok().filter(|v: &f64| v.is_finite())).collect::<Option<_>>()?;
         (v.len() == 9).then(|| Homography([[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]]))
     }
 }

@@ -197,14 +197,10 @@ impl Gpu {
         use wgpu::ErrorFilter::{Internal, OutOfMemory, Validation};
         let scopes = [OutOfMemory, Internal, Validation].map(|filter| self.device.push_error_scope(filter));
         let result = work();
-        // scopes pop in reverse order of their pushes
-        let mut first = None;
-        for scope in scopes.into_iter().rev() {
-            if let Some(e) = pollster::block_on(scope.pop()) {
-                first.get_or_insert(e);
-            }
-        }
-        match first {
+        // scopes pop in reverse order of their pushes; running out of memory is reported before the validation
+        // errors it causes (a buffer that could not be made is invalid where it is bound)
+        let mut caught: Vec<wgpu::Error> = scopes.into_iter().rev().filter_map(|scope| pollster::block_on(scope.pop())).collect();
+        match caught.pop() {
             Some(e) => Err(Error::Gpu(e.to_string())),
             None => result,
         }

@@ -1,7 +1,7 @@
 //! The descriptor U-Net (docs/model.md, Descriptor): encoder of paired 3x3 convolutions with 2x2 average pooling,
 //! decoder of bilinear upsampling + skip concatenation + convolution, a 1x1 head and L2 normalisation.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Step};
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::conv::{conv2d_reference, GpuConv};
 use crate::ops::unet::{avgpool2, avgpool2_reference, l2norm, l2norm_reference, upsample_concat, upsample_concat_reference};
@@ -10,24 +10,25 @@ use crate::weights::ConvWeights;
 
 /// Reference: the L2-normalised descriptor map of the level-0 normalised gray image.
 pub fn descriptor_reference(layers: &[ConvWeights], config: &ModelConfig, image: &Map) -> Map {
-    let e = &config.descriptor;
-    let same = |x: &Map, l: &ConvWeights, relu| conv2d_reference(x, l, l.spec.k / 2, relu);
-    let mut it = layers.iter();
-    let mut skips: Vec<Map> = Vec::new();
+    let mut layers = layers.iter();
+    let mut skips: Vec<Option<Map>> = vec![None; config.descriptor.encoder.len()];
     let mut x = image.clone();
-    for level in 0..e.encoder.len() {
-        if level > 0 {
-            x = avgpool2_reference(&x);
-        }
-        x = same(&x, it.next().unwrap(), true);
-        x = same(&x, it.next().unwrap(), true);
-        skips.push(x.clone());
+    for step in config.descriptor_steps() {
+        x = match step {
+            Step::Conv(_) | Step::Head(_) => {
+                let layer = layers.next().expect("one layer per convolution step (checked by the loader)");
+                conv2d_reference(&x, layer, layer.spec.k / 2, matches!(step, Step::Conv(_)))
+            }
+            Step::Pool { .. } => avgpool2_reference(&x),
+            Step::KeepSkip { level, .. } => {
+                skips[level] = Some(x.clone());
+                x
+            }
+            Step::UpsampleConcat { level, .. } => upsample_concat_reference(&x, skips[level].as_ref().expect("kept")),
+            Step::L2Norm { .. } => l2norm_reference(&x),
+        };
     }
-    for m in 0..e.decoder.len() {
-        let skip = &skips[e.encoder.len() - 2 - m];
-        x = same(&upsample_concat_reference(&x, skip), it.next().unwrap(), true);
-    }
-    l2norm_reference(&same(&x, it.next().unwrap(), false))
+    x
 }
 
 /// Size of the map at encoder level `l` of a `w` x `h` image.
@@ -37,8 +38,7 @@ pub fn level_size(w: u32, h: u32, l: usize) -> (u32, u32) {
 
 pub struct DescriptorGpu {
     layers: Vec<GpuConv>,
-    encoder: Vec<usize>,
-    decoder: Vec<usize>,
+    steps: Vec<Step>,
     pub dim: usize,
     pub stride: usize,
 }
@@ -55,31 +55,19 @@ impl DescriptorGpu {
     pub fn upload(gpu: &Gpu, layers: &[ConvWeights], config: &ModelConfig) -> Self {
         DescriptorGpu {
             layers: layers.iter().map(|l| GpuConv::upload(gpu, l)).collect(),
-            encoder: config.descriptor.encoder.clone(),
-            decoder: config.descriptor.decoder.clone(),
+            steps: config.descriptor_steps(),
             dim: config.descriptor.dim,
             stride: config.descriptor_stride(),
         }
     }
 
-    /// Largest buffer (bytes) the plan of a `w` x `h` image allocates.
+    /// Largest buffer (bytes) the plan of a `w` x `h` image allocates: one per step's output.
     pub fn largest_buffer(&self, w: u32, h: u32) -> u64 {
-        let bytes = |c: usize, l: usize| {
-            let (lw, lh) = level_size(w, h, l);
-            4 * c as u64 * lw as u64 * lh as u64
+        let bytes = |s: &Step| {
+            let (lw, lh) = level_size(w, h, s.level());
+            4 * s.channels() as u64 * lw as u64 * lh as u64
         };
-        let mut largest = 0;
-        for (l, &c) in self.encoder.iter().enumerate() {
-            largest = largest.max(bytes(c, l));
-        }
-        let mut x_c = *self.encoder.last().unwrap();
-        let mut level = self.encoder.len() - 1;
-        for (m, &d) in self.decoder.iter().enumerate() {
-            level = self.encoder.len() - 2 - m;
-            largest = largest.max(bytes(x_c + self.encoder[level], level)).max(bytes(d, level));
-            x_c = d;
-        }
-        largest.max(bytes(self.dim, level))
+        self.steps.iter().map(bytes).max().unwrap_or(0)
     }
 
     pub fn plan(&self, gpu: &Gpu, input: &wgpu::Buffer, (w, h): (u32, u32)) -> DescriptorPlan {
@@ -91,43 +79,36 @@ impl DescriptorGpu {
             b
         };
         let mut layers = self.layers.iter();
-        let mut skips: Vec<(wgpu::Buffer, usize, (u32, u32))> = Vec::new();
+        let levels = self.steps.iter().map(Step::level).max().unwrap_or(0) + 1;
+        let mut skips: Vec<Option<wgpu::Buffer>> = vec![None; levels];
         let mut x = input.clone();
-        let mut x_c = 1usize;
         let mut size = (w, h);
-        for (l, &c) in self.encoder.iter().enumerate() {
-            if l > 0 {
-                let pooled_size = level_size(w, h, l);
-                let pooled = alloc(x_c, pooled_size);
-                dispatches.push(avgpool2(gpu, &x, &pooled, size, x_c as u32));
-                x = pooled;
-                size = pooled_size;
-            }
-            for _ in 0..2 {
-                let layer = layers.next().unwrap();
-                let out = alloc(c, size);
-                dispatches.push(layer.dispatch(gpu, &x, &out, size, layer.spec.k as u32 / 2, true));
-                x = out;
-            }
-            x_c = c;
-            skips.push((x.clone(), c, size));
-        }
-        for (m, &d) in self.decoder.iter().enumerate() {
-            let (skip, skip_c, skip_size) = &skips[self.encoder.len() - 2 - m];
-            let cat = alloc(x_c + skip_c, *skip_size);
-            dispatches.push(upsample_concat(gpu, &x, skip, &cat, size, *skip_size, x_c as u32, *skip_c as u32));
-            let layer = layers.next().unwrap();
-            let out = alloc(d, *skip_size);
-            dispatches.push(layer.dispatch(gpu, &cat, &out, *skip_size, layer.spec.k as u32 / 2, true));
+        for step in &self.steps {
+            let out_size = level_size(w, h, step.level());
+            let out = match step {
+                Step::KeepSkip { level, .. } => {
+                    skips[*level] = Some(x.clone());
+                    continue;
+                }
+                _ => alloc(step.channels(), out_size),
+            };
+            dispatches.push(match step {
+                Step::Conv(_) | Step::Head(_) => {
+                    let layer = layers.next().expect("one layer per convolution step");
+                    let (pad, relu) = if matches!(step, Step::Conv(_)) { (layer.spec.k as u32 / 2, true) } else { (0, false) };
+                    layer.dispatch(gpu, &x, &out, size, pad, relu)
+                }
+                Step::Pool { c, .. } => avgpool2(gpu, &x, &out, size, *c as u32),
+                Step::UpsampleConcat { level, c, skip_c } => {
+                    let skip = skips[*level].as_ref().expect("kept");
+                    upsample_concat(gpu, &x, skip, &out, size, out_size, *c as u32, *skip_c as u32)
+                }
+                Step::L2Norm { c, .. } => l2norm(gpu, &x, &out, size, *c as u32),
+                Step::KeepSkip { .. } => unreachable!("handled above"),
+            });
             x = out;
-            x_c = d;
-            size = *skip_size;
+            size = out_size;
         }
-        let head = layers.next().unwrap();
-        let raw = alloc(self.dim, size);
-        dispatches.push(head.dispatch(gpu, &x, &raw, size, 0, false));
-        let map = alloc(self.dim, size);
-        dispatches.push(l2norm(gpu, &raw, &map, size, self.dim as u32));
-        DescriptorPlan { dispatches, map, map_size: size, _buffers: buffers }
+        DescriptorPlan { dispatches, map: x, map_size: size, _buffers: buffers }
     }
 }

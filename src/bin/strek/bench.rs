@@ -66,86 +66,114 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         }
     };
     let session = common.session()?;
-    let gpu = session.gpu();
     let base: Vec<Image> = match &args.image {
         Some(p) => vec![Image::open_with(p, &common.decode_limits())?],
         None => (0..args.batch.iter().copied().max().unwrap_or(1)).map(|i| strek::demo::scene(640, 480, 1 + i as u64)).collect(),
     };
-    let settings = Settings { sizes: sizes.clone(), batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };
     let config = Config { max_keypoints: Some(args.k), ..Default::default() };
-    let describe = session.describe();
-    let software = session.is_software();
-    let caution = if software {
-        "SOFTWARE adapter: these times are the CPU's, not a GPU's"
-    } else if gpu.is_none() {
-        "CPU path"
-    } else {
-        "hardware adapter"
-    };
-    let timing = match gpu {
-        Some(g) if g.features.contains(wgpu::Features::TIMESTAMP_QUERY) => {
-            "GPU stages from timestamp queries; upload and readback on the host clock"
-        }
-        Some(_) => "no timestamp queries on this adapter: wall time only (plus host upload and readback)",
-        None => "stages on the host clock",
-    };
-    eprintln!("{describe}\n{caution}\nweights: {}", weights.source);
+    let about = About::of(&session);
+    eprintln!("{}\n{}\nweights: {}", about.device, about.caution, weights.source);
     if let Some(count) = args.soak {
         let soak_images: Vec<Image> = sizes.iter().flat_map(|&(w, h)| images(&base, w, h, 1)).collect();
-        return soak_run(&session, &weights, config, &soak_images, count, &describe);
+        return soak_run(&session, &weights, config, &soak_images, count, &about.device);
     }
-    let mut rows: Vec<Measurement> = Vec::new();
-    let mut eta = Eta::new(&settings, &weights.config);
-    for &(w, h) in &settings.sizes {
-        for &batch in &settings.batches {
-            eprintln!("{w}x{h} batch {batch}: {} runs ...", settings.warmup + settings.repetitions.max(1));
-            let row_start = std::time::Instant::now();
-            let batch_images = images(&base, w, h, batch);
-            if let Some(dir) = &args.save_images {
-                for (i, image) in batch_images.iter().enumerate() {
-                    strek::eval::dataset::write_png(image, &dir.join(format!("{w}x{h}")).join(format!("{i}.png")))?;
-                }
-            }
-            // a fresh extractor per row, so that the memory reported is this row's
-            session.wait_idle()?;
-            let mut extractor = session.extractor(&weights, config.clone())?;
-            let row = measure(extractor.as_mut(), &weights.config, &batch_images, &settings, || session.device_bytes())?;
-            eprintln!("{w}x{h} batch {batch}: {:.1} ms", 1e3 * row.wall.median);
-            eta.row_done(w, h, batch, row_start.elapsed().as_secs_f64());
-            rows.push(row);
-        }
-    }
-    println!("strek bench on {describe}");
-    println!("{caution}; {timing}");
+    let settings = Settings { sizes, batches: args.batch.clone(), warmup: args.warmup, repetitions: args.reps };
+    let rows = measure_rows(&session, &weights, &config, &base, &settings, args.save_images.as_deref())?;
+    println!("strek bench on {}", about.device);
+    println!("{}; {}", about.caution, about.timing);
     println!(
         "weights: {}; top {} keypoints; {} warm-up and {} timed runs per row; medians",
         weights.source, args.k, args.warmup, args.reps
     );
     print!("{}", tables(&rows, args.peak_gflops));
     if let Some(path) = &args.json {
-        let adapter = gpu.map(|g| {
-            serde_json::json!({
-                "name": g.adapter.name, "backend": g.adapter.backend, "device_type": g.adapter.device_type,
-                "driver": g.adapter.driver, "software": g.adapter.is_software,
-            })
-        });
-        let doc = serde_json::json!({
-            "device": describe,
-            "adapter": adapter,
-            "software_adapter": software,
-            "note": caution,
-            "timing": timing,
-            "weights": weights.source,
-            "top_k": args.k,
-            "warmup": args.warmup,
-            "repetitions": args.reps,
-            "peak_gflops": args.peak_gflops,
-            "results": rows,
-        });
-        strek::features::write_atomically(path, serde_json::to_string_pretty(&doc).expect("serialises").as_bytes())?;
+        write_json(path, &session, &about, &weights, args, &rows)?;
         eprintln!("results: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the numbers are times of, for the table's head and the JSON.
+struct About {
+    device: String,
+    caution: &'static str,
+    timing: &'static str,
+}
+
+impl About {
+    fn of(session: &Session) -> Self {
+        let gpu = session.gpu();
+        let caution = if session.is_software() {
+            "SOFTWARE adapter: these times are the CPU's, not a GPU's"
+        } else if gpu.is_none() {
+            "CPU path"
+        } else {
+            "hardware adapter"
+        };
+        let timing = match gpu {
+            Some(g) if g.features.contains(wgpu::Features::TIMESTAMP_QUERY) => {
+                "GPU stages from timestamp queries; upload and readback on the host clock"
+            }
+            Some(_) => "no timestamp queries on this adapter: wall time only (plus host upload and readback)",
+            None => "stages on the host clock",
+        };
+        About { device: session.describe(), caution, timing }
+    }
+}
+
+/// One row per size and batch, each with a fresh extractor so that the memory reported is that row's.
+fn measure_rows(
+    session: &Session,
+    weights: &Weights,
+    config: &Config,
+    base: &[Image],
+    settings: &Settings,
+    save_images: Option<&std::path::Path>,
+) -> strek::Result<Vec<Measurement>> {
+    let mut rows = Vec::new();
+    let mut eta = Eta::new(settings, &weights.config);
+    for &(w, h) in &settings.sizes {
+        for &batch in &settings.batches {
+            eprintln!("{w}x{h} batch {batch}: {} runs ...", settings.warmup + settings.repetitions.max(1));
+            let row_start = std::time::Instant::now();
+            let batch_images = images(base, w, h, batch);
+            if let Some(dir) = save_images {
+                for (i, image) in batch_images.iter().enumerate() {
+                    strek::eval::dataset::write_png(image, &dir.join(format!("{w}x{h}")).join(format!("{i}.png")))?;
+                }
+            }
+            session.wait_idle()?;
+            let mut extractor = session.extractor(weights, config.clone())?;
+            let row = measure(extractor.as_mut(), &weights.config, &batch_images, settings, || session.device_bytes())?;
+            eprintln!("{w}x{h} batch {batch}: {:.1} ms", 1e3 * row.wall.median);
+            eta.row_done(w, h, batch, row_start.elapsed().as_secs_f64());
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn write_json(path: &std::path::Path, session: &Session, about: &About, weights: &Weights, args: &Args, rows: &[Measurement]) -> strek::Result<()> {
+    let adapter = session.gpu().map(|g| {
+        serde_json::json!({
+            "name": g.adapter.name, "backend": g.adapter.backend, "device_type": g.adapter.device_type,
+            "driver": g.adapter.driver, "software": g.adapter.is_software,
+        })
+    });
+    let doc = serde_json::json!({
+        "device": about.device,
+        "adapter": adapter,
+        "software_adapter": session.is_software(),
+        "note": about.caution,
+        "timing": about.timing,
+        "weights": weights.source,
+        "top_k": args.k,
+        "warmup": args.warmup,
+        "repetitions": args.reps,
+        "peak_gflops": args.peak_gflops,
+        "results": rows,
+    });
+    strek::features::write_atomically(path, serde_json::to_string_pretty(&doc).expect("serialises").as_bytes())
 }
 
 /// `--soak N`: memory over N consecutive extractions.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use strek::colmap::{self, Camera, Options, Pairs};
 use strek::geometry::fundamental;
-use strek::{Config, Device};
+use strek::Device;
 
 /// Write a COLMAP database (cameras, images, keypoints, descriptors, matches, verified two-view geometries) for the
 /// images of a folder; then run COLMAP's mapper on it, e.g.
@@ -67,11 +67,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         }
         std::fs::remove_file(&args.out).map_err(|e| strek::Error::io(&args.out, e))?;
     }
-    let weights = common.weights()?;
-    let session = common.session()?;
-    let matcher = session.matcher(args.matcher)?;
-    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
-    eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
+    let (mut extractor, matcher) = common.extractor_and_matcher(args.matcher, args.max_keypoints)?;
     let options = Options {
         pairs: args.pairs,
         camera: args.camera,

@@ -11,14 +11,15 @@ pub struct Args {
     /// Output picture.
     #[arg(short, long, default_value = "strek-demo.png")]
     out: PathBuf,
-    /// Rotation of the copy, degrees counter-clockwise.
-    #[arg(long, default_value_t = 90.0)]
+    /// Rotation of the copy, degrees counter-clockwise (multiples of 90 are exact pixel permutations; other
+    /// angles are resampled onto a larger canvas).
+    #[arg(long, default_value_t = 30.0)]
     angle: f64,
     /// Scene width.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 400)]
     width: u32,
     /// Scene height.
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = 300)]
     height: u32,
 }
 

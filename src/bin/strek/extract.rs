@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use strek::image_io::list_images;
-use strek::{Config, Features, Image};
+use strek::{Config, Extract, Features, Image};
 
 /// Extract keypoints and descriptors from images and folders; writes OUT/<relative path>.npz (or .json) per image.
 #[derive(clap::Args)]
@@ -76,89 +76,121 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let weights = common.weights()?;
     let mut extractor = common.session()?.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
     eprintln!("{}", extractor.describe());
-    let bar = ProgressBar::new(jobs.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}")
-            .expect("valid template"),
-    );
-    let threads = args
-        .decode_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)))
-        .max(1);
+    let mut tally = Tally { bar: progress_bar(jobs.len()), done: 0, failed: 0 };
     let batch = args.batch.max(1);
-    let next = AtomicUsize::new(0);
-    let limits = common.decode_limits();
-    let (sender, receiver) = mpsc::sync_channel::<(usize, strek::Result<Image>)>(2 * batch);
-    let (mut done, mut failed, mut unreadable) = (0usize, 0usize, 0usize);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let sender = sender.clone();
-            let (next, jobs) = (&next, &jobs);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs.len() || sender.send((i, Image::open_with(&jobs[i].0, &limits))).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(sender);
+        let decoded = spawn_decoders(scope, &jobs, decode_threads(args), 2 * batch, common.decode_limits());
         let mut pending: Vec<(usize, Image)> = Vec::new();
-        let mut flush = |pending: &mut Vec<(usize, Image)>| {
-            if pending.is_empty() {
-                return;
-            }
-            let (indices, images): (Vec<usize>, Vec<Image>) = pending.drain(..).unzip();
-            for (&i, image) in indices.iter().zip(&images) {
-                let size = (image.width, image.height);
-                if let Some(fitted) = extractor.working_size(size).ok().filter(|&f| f != size) {
-                    let path = jobs[i].0.display();
-                    let note = format!("note: {path} ({}x{}) is over the adapter's buffer limits: extracted at {}x{}, keypoints in the original pixels", size.0, size.1, fitted.0, fitted.1);
-                    bar.suspend(|| eprintln!("{note}"));
-                }
-            }
-            // a failed batch is retried image by image, so that one bad image fails alone
-            let results: Vec<strek::Result<Features>> = match extractor.extract_batch(&images) {
-                Ok(features) => features.into_iter().map(Ok).collect(),
-                Err(e) if images.len() == 1 => vec![Err(e)],
-                Err(_) => images.iter().map(|image| extractor.extract(image)).collect(),
-            };
-            for (i, result) in indices.into_iter().zip(results) {
+        let mut flush = |pending: &mut Vec<(usize, Image)>, tally: &mut Tally| {
+            for (i, result) in extract_pending(extractor.as_mut(), &jobs, pending, &tally.bar) {
                 let (input, output) = &jobs[i];
-                let written = match result {
-                    Ok(features) => match args.format {
-                        Format::Npz => features.write_npz(output),
-                        Format::Json => features.write_json(output),
-                    }
-                    .map_err(|e| e.to_string()),
+                tally.record(match result {
+                    Ok(features) => write(&features, args.format, output).map_err(|e| e.to_string()),
                     Err(e) => Err(format!("{}: {e}", input.display())),
-                };
-                match written {
-                    Ok(()) => done += 1,
-                    Err(e) => {
-                        bar.suspend(|| eprintln!("error: {e}"));
-                        failed += 1;
-                    }
-                }
-                bar.inc(1);
+                });
             }
         };
-        for (i, decoded) in receiver {
-            match decoded {
+        for (i, image) in decoded {
+            match image {
                 Ok(image) => pending.push((i, image)),
-                Err(e) => {
-                    bar.suspend(|| eprintln!("error: {e}"));
-                    unreadable += 1;
-                    bar.inc(1);
-                }
+                Err(e) => tally.record(Err(e.to_string())),
             }
             if pending.len() >= batch {
-                flush(&mut pending);
+                flush(&mut pending, &mut tally);
             }
         }
-        flush(&mut pending);
+        flush(&mut pending, &mut tally);
     });
-    bar.finish_and_clear();
-    let failed = failed + unreadable;
+    tally.bar.finish_and_clear();
+    let (done, failed) = (tally.done, tally.failed);
     eprintln!("{done} written, {skipped} skipped (output exists; --overwrite replaces), {failed} failed, to {}", args.out.display());
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Outputs written and inputs failed, on a progress bar.
+struct Tally {
+    bar: ProgressBar,
+    done: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn record(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.done += 1,
+            Err(e) => {
+                self.bar.suspend(|| eprintln!("error: {e}"));
+                self.failed += 1;
+            }
+        }
+        self.bar.inc(1);
+    }
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}").expect("valid template"));
+    bar
+}
+
+/// Decoding threads: the flag, else all cores but the one that extracts.
+fn decode_threads(args: &Args) -> usize {
+    args.decode_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1))).max(1)
+}
+
+/// Threads that decode the jobs' images in any order, each sent with its job's index.
+fn spawn_decoders<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    jobs: &'scope [(PathBuf, PathBuf)],
+    threads: usize,
+    queue: usize,
+    limits: strek::image_io::DecodeLimits,
+) -> mpsc::Receiver<(usize, strek::Result<Image>)> {
+    let (sender, receiver) = mpsc::sync_channel(queue);
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    for _ in 0..threads {
+        let (sender, next) = (sender.clone(), next.clone());
+        scope.spawn(move || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= jobs.len() || sender.send((i, Image::open_with(&jobs[i].0, &limits))).is_err() {
+                break;
+            }
+        });
+    }
+    receiver
+}
+
+/// Extracts the pending images as one batch, noting those shrunk to the adapter's limits; a failed batch is
+/// retried image by image, so that one bad image fails alone.
+fn extract_pending(
+    extractor: &mut dyn Extract,
+    jobs: &[(PathBuf, PathBuf)],
+    pending: &mut Vec<(usize, Image)>,
+    bar: &ProgressBar,
+) -> Vec<(usize, strek::Result<Features>)> {
+    let (indices, images): (Vec<usize>, Vec<Image>) = pending.drain(..).unzip();
+    for (&i, image) in indices.iter().zip(&images) {
+        let size = (image.width, image.height);
+        if let Some(fitted) = extractor.working_size(size).ok().filter(|&f| f != size) {
+            let path = jobs[i].0.display();
+            let note = format!("note: {path} ({}x{}) is over the adapter's buffer limits: extracted at {}x{}, keypoints in the original pixels", size.0, size.1, fitted.0, fitted.1);
+            bar.suspend(|| eprintln!("{note}"));
+        }
+    }
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let results: Vec<strek::Result<Features>> = match extractor.extract_batch(&images) {
+        Ok(features) => features.into_iter().map(Ok).collect(),
+        Err(e) if images.len() == 1 => vec![Err(e)],
+        Err(_) => images.iter().map(|image| extractor.extract(image)).collect(),
+    };
+    indices.into_iter().zip(results).collect()
+}
+
+fn write(features: &Features, format: Format, path: &Path) -> strek::Result<()> {
+    match format {
+        Format::Npz => features.write_npz(path),
+        Format::Json => features.write_json(path),
+    }
 }

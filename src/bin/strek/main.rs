@@ -64,6 +64,16 @@ impl Common {
         strek::Session::open(self.device, &self.gpu_options())
     }
 
+    /// The weights' extractor and a matcher (`--matcher`) in one session, announced on stderr.
+    pub fn extractor_and_matcher(&self, matcher: Device, max_keypoints: Option<usize>) -> strek::Result<(Box<dyn strek::Extract>, strek::Matcher)> {
+        let weights = self.weights()?;
+        let session = self.session()?;
+        let matcher = session.matcher(matcher)?;
+        let extractor = session.extractor(&weights, strek::Config { max_keypoints, ..Default::default() })?;
+        eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
+        Ok((extractor, matcher))
+    }
+
     pub fn decode_limits(&self) -> strek::image_io::DecodeLimits {
         strek::image_io::DecodeLimits { max_pixels: (self.max_megapixels.max(0.0) * 1e6) as u64 }
     }

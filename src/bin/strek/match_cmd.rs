@@ -8,7 +8,7 @@ use strek::eval::dataset::fit;
 use strek::geometry::homography::{self, Ransac};
 use strek::eval::metrics::corner_error;
 use strek::geometry::Homography;
-use strek::{Config, Device, Image};
+use strek::{Device, Image};
 
 /// Match two images: keypoints, mutual nearest-neighbour matches, RANSAC inliers and the homography, as a PNG.
 #[derive(clap::Args)]
@@ -40,10 +40,7 @@ pub struct Args {
 }
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
-    let weights = common.weights()?;
-    let session = common.session()?;
-    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
-    eprintln!("{}; weights: {}", extractor.describe(), weights.source);
+    let (mut extractor, matcher) = common.extractor_and_matcher(args.matcher, args.max_keypoints)?;
     let max_side = (args.max_side > 0).then_some(args.max_side);
     let original_size = |i: &Image| [i.width, i.height];
     let image1 = Image::open_with(&args.image1, &common.decode_limits())?;
@@ -52,7 +49,6 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let (second, map2) = fit(&Image::open_with(&args.image2, &common.decode_limits())?, max_side);
     let features = extractor.extract_batch(&[first.clone(), second.clone()])?;
     let (a, b) = (&features[0], &features[1]);
-    let matcher = session.matcher(args.matcher)?;
     let matches = matcher.mutual_nearest(a, b, args.ratio)?;
     let point = |f: &strek::Features, i: usize| [f.keypoints[i][0] as f64, f.keypoints[i][1] as f64];
     let from: Vec<[f64; 2]> = matches.iter().map(|&(i, _)| point(a, i)).collect();

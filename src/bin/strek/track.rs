@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 use strek::image_io::{is_image, list_images};
 use strek::geometry::fundamental::Ransac;
-use strek::track::{Options, TrackStats, Tracker};
-use strek::{Config, Device, Image};
+use strek::track::{Options, Step, TrackStats, Tracker};
+use strek::{Device, Features, Image};
 
 /// Track keypoints through a video's frames: extract frame by frame, match each frame to the previous one, verify
 /// the matches (fundamental-matrix RANSAC), and write one CSV row per keypoint with its track id.
@@ -73,11 +73,7 @@ fn frames(inputs: &[PathBuf]) -> strek::Result<Vec<PathBuf>> {
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let paths = frames(&args.inputs)?;
-    let weights = common.weights()?;
-    let session = common.session()?;
-    let matcher = session.matcher(args.matcher)?;
-    let mut extractor = session.extractor(&weights, Config { max_keypoints: args.max_keypoints, ..Default::default() })?;
-    eprintln!("extraction: {}; matching: {}; weights: {}", extractor.describe(), matcher.describe(), weights.source);
+    let (mut extractor, matcher) = common.extractor_and_matcher(args.matcher, args.max_keypoints)?;
     let options = Options {
         ratio: args.ratio,
         verify: !args.no_verify,
@@ -90,79 +86,104 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let write_error = |e: std::io::Error| strek::Error::io(&args.out, e);
     writeln!(out, "frame,name,track,x,y,orientation,scale,score").map_err(write_error)?;
 
-    let mut stats = TrackStats::default();
-    let (mut frames_done, mut skipped, mut pairs, mut matches, mut continued) = (0usize, 0usize, 0usize, 0usize, 0usize);
-    let (mut extract_seconds, mut match_seconds) = (0.0f64, 0.0f64);
+    let mut run = Run::default();
     let start = Instant::now();
     std::thread::scope(|scope| -> strek::Result<()> {
-        // Frames are decoded one ahead on another thread while the current one is extracted and matched.
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, strek::Result<Image>)>(2);
-        let paths = &paths;
-        let limits = common.decode_limits();
-        scope.spawn(move || {
-            for (i, path) in paths.iter().enumerate() {
-                if sender.send((i, Image::open_with(path, &limits))).is_err() {
-                    break;
-                }
-            }
-        });
-        for (i, image) in receiver {
+        for (i, image) in spawn_decoder(scope, &paths, common.decode_limits()) {
             let image = match image {
                 Ok(image) => image,
                 Err(e) => {
                     eprintln!("skipped: {e}");
-                    skipped += 1;
+                    run.skipped += 1;
                     continue;
                 }
             };
             let t = Instant::now();
             let features = extractor.extract(&image)?;
-            extract_seconds += t.elapsed().as_secs_f64();
+            let extracted = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let step = tracker.push(&features)?;
-            if frames_done > 0 {
-                match_seconds += t.elapsed().as_secs_f64();
-                pairs += 1;
-                matches += step.matches;
-                continued += step.continued;
-            }
-            frames_done += 1;
-            stats.add(&step);
-            let name = csv_field(&paths[i]);
-            for (k, id) in step.track_ids.iter().enumerate() {
-                let [x, y] = features.keypoints[k];
-                writeln!(
-                    out,
-                    "{i},{name},{id},{x:.2},{y:.2},{:.4},{:.3},{:.5}",
-                    features.orientations[k], features.scales[k], features.scores[k]
-                )
-                .map_err(write_error)?;
-            }
+            run.add(&step, extracted, t.elapsed().as_secs_f64());
+            write_frame(&mut out, i, &csv_field(&paths[i]), &features, &step).map_err(write_error)?;
         }
         Ok(())
     })?;
     out.flush().map_err(write_error)?;
-    let wall = start.elapsed().as_secs_f64();
-    let per_pair = |v: usize| v as f64 / pairs.max(1) as f64;
-    println!("frames: {frames_done} tracked, {skipped} skipped");
-    println!(
-        "speed: {:.2} frames/s overall ({:.1} ms/frame: extraction {:.1} ms, matching and verification {:.1} ms)",
-        frames_done as f64 / wall.max(1e-9),
-        1e3 * wall / frames_done.max(1) as f64,
-        1e3 * extract_seconds / frames_done.max(1) as f64,
-        1e3 * match_seconds / pairs.max(1) as f64
-    );
+    run.print(start.elapsed().as_secs_f64());
     println!("device: {} (matching: {})", extractor.describe(), tracker.matcher().describe());
-    println!("per frame pair: {:.0} mutual matches, {:.0} verified (tracks continued)", per_pair(matches), per_pair(continued));
-    println!(
-        "tracks: {} over 2+ frames (mean length {:.2}), {} over 5+, longest {} frames",
-        stats.count(2),
-        stats.mean_length(2),
-        stats.count(5),
-        stats.longest()
-    );
+    let stats = &run.stats;
+    let (count, mean, long, longest) = (stats.count(2), stats.mean_length(2), stats.count(5), stats.longest());
+    println!("tracks: {count} over 2+ frames (mean length {mean:.2}), {long} over 5+, longest {longest} frames");
     println!("tracks file: {}", args.out.display());
-    Ok(if skipped > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if run.skipped > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Frames are decoded one ahead on another thread while the current one is extracted and matched.
+fn spawn_decoder<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    paths: &'scope [PathBuf],
+    limits: strek::image_io::DecodeLimits,
+) -> std::sync::mpsc::Receiver<(usize, strek::Result<Image>)> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+    scope.spawn(move || {
+        for (i, path) in paths.iter().enumerate() {
+            if sender.send((i, Image::open_with(path, &limits))).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// One CSV row per keypoint of a frame, with its track.
+fn write_frame(out: &mut impl Write, frame: usize, name: &str, features: &Features, step: &Step) -> std::io::Result<()> {
+    for (k, id) in step.track_ids.iter().enumerate() {
+        let [x, y] = features.keypoints[k];
+        let (orientation, scale, score) = (features.orientations[k], features.scales[k], features.scores[k]);
+        writeln!(out, "{frame},{name},{id},{x:.2},{y:.2},{orientation:.4},{scale:.3},{score:.5}")?;
+    }
+    Ok(())
+}
+
+/// Counts and times of a tracking run.
+#[derive(Default)]
+struct Run {
+    frames: usize,
+    skipped: usize,
+    pairs: usize,
+    matches: usize,
+    continued: usize,
+    extract_seconds: f64,
+    match_seconds: f64,
+    stats: TrackStats,
+}
+
+impl Run {
+    fn add(&mut self, step: &Step, extract_seconds: f64, match_seconds: f64) {
+        self.extract_seconds += extract_seconds;
+        if self.frames > 0 {
+            self.match_seconds += match_seconds;
+            self.pairs += 1;
+            self.matches += step.matches;
+            self.continued += step.continued;
+        }
+        self.frames += 1;
+        self.stats.add(step);
+    }
+
+    fn print(&self, wall: f64) {
+        let per_pair = |v: usize| v as f64 / self.pairs.max(1) as f64;
+        let frames = self.frames.max(1) as f64;
+        println!("frames: {} tracked, {} skipped", self.frames, self.skipped);
+        println!(
+            "speed: {:.2} frames/s overall ({:.1} ms/frame: extraction {:.1} ms, matching and verification {:.1} ms)",
+            self.frames as f64 / wall.max(1e-9),
+            1e3 * wall / frames,
+            1e3 * self.extract_seconds / frames,
+            1e3 * self.match_seconds / self.pairs.max(1) as f64
+        );
+        println!("per frame pair: {:.0} mutual matches, {:.0} verified (tracks continued)", per_pair(self.matches), per_pair(self.continued));
+    }
 }
 
 /// A file name for the CSV: quoted when it holds a comma or a quote.
