@@ -59,6 +59,23 @@ pub struct ConvSpec {
     pub group: GroupStructure,
 }
 
+/// The role of a detector layer (`detector_walk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectorLayer {
+    /// A valid convolution with ReLU.
+    Hidden,
+    /// The last: a valid convolution without ReLU whose N group channels orientation pooling turns into the score
+    /// and the orientation.
+    Pooled,
+}
+
+/// The detector's layers in order with their roles: the one place that says which layers have ReLU and which one
+/// is pooled. Every implementation (reference, GPU plan, CPU path) walks its own layers through it.
+pub fn detector_walk<L>(layers: &[L]) -> impl Iterator<Item = (DetectorLayer, &L)> {
+    let last = layers.len().saturating_sub(1);
+    layers.iter().enumerate().map(move |(i, l)| (if i == last { DetectorLayer::Pooled } else { DetectorLayer::Hidden }, l))
+}
+
 /// One step of the descriptor network (`ModelConfig::descriptor_steps`); `level` is the resolution of its output
 /// (2^level times smaller than the input), `c` the channels of the map it reads.
 #[derive(Clone, Debug, PartialEq)]

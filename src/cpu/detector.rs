@@ -3,6 +3,7 @@
 
 use super::conv::{conv, Kernel, PackedConv};
 use super::hwc::{BufferPool, HwcMap};
+use crate::config::{detector_walk, DetectorLayer};
 use crate::ops::orientation_pool::pool_reference;
 use crate::ops::Map;
 use crate::weights::ConvWeights;
@@ -21,9 +22,8 @@ impl CpuDetector {
     /// storage comes from `pool` (give it back when done).
     pub fn run(&self, pool: &mut BufferPool, image: &Map, kernel: Kernel) -> (Map, Map) {
         let mut x = HwcMap::from_map(pool, image, 0);
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let y = conv(pool, &x, layer, false, i < last, kernel);
+        for (role, layer) in detector_walk(&self.layers) {
+            let y = conv(pool, &x, layer, false, role == DetectorLayer::Hidden, kernel);
             x.recycle(pool);
             x = y;
         }

@@ -1,6 +1,7 @@
 //! The equivariant detector: lifting and group convolutions (dense, expanded filters, valid padding, ReLU), the
 //! last layer fused with orientation pooling.
 
+use crate::config::{detector_walk, DetectorLayer};
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::conv::{conv2d_reference, GpuConv};
 use crate::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
@@ -10,8 +11,8 @@ use crate::weights::ConvWeights;
 /// Reference: (group logits of the last layer, score, orientation) of one level's normalised gray image.
 pub fn detector_reference(layers: &[ConvWeights], image: &Map) -> (Map, Map, Map) {
     let mut x = image.clone();
-    for (i, layer) in layers.iter().enumerate() {
-        x = conv2d_reference(&x, layer, 0, i + 1 < layers.len());
+    for (role, layer) in detector_walk(layers) {
+        x = conv2d_reference(&x, layer, 0, role == DetectorLayer::Hidden);
     }
     let (score, orientation) = orientation_pool_reference(&x);
     (x, score, orientation)
@@ -50,9 +51,8 @@ impl DetectorGpu {
         let mut dispatches = Vec::new();
         let (mut cur_w, mut cur_h) = (w, h);
         let mut src = input;
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i == last {
+        for (i, (role, layer)) in detector_walk(&self.layers).enumerate() {
+            if role == DetectorLayer::Pooled {
                 dispatches.push(conv_orientation_pool(gpu, layer, src, (cur_w, cur_h), scores, orientations, offset));
                 break;
             }
