@@ -121,13 +121,13 @@ fn layers(weights: &Weights) -> Vec<(String, PackedConv, (usize, usize), f64)> {
 
 fn conv_once(pool: &mut BufferPool, layer: &PackedConv, x: &HwcMap, kernel: Kernel) {
     if layer.spec.name.starts_with("detector") {
-        let y = conv(pool, x, layer, false, true, kernel);
+        let y = conv(pool, x, layer, false, true, kernel).unwrap();
         y.recycle(pool);
     } else if layer.spec.k == 1 {
-        let y = conv1x1_to_map(pool, x, layer);
+        let y = conv1x1_to_map(pool, x, layer).unwrap();
         pool.give(y.data);
     } else {
-        let y = conv(pool, x, layer, true, true, kernel);
+        let y = conv(pool, x, layer, true, true, kernel).unwrap();
         y.recycle(pool);
     }
 }
@@ -144,7 +144,7 @@ fn convs(c: &mut Criterion) {
             let mut pool = BufferPool::default();
             let pad = if layer.spec.name.starts_with("detector") { 0 } else { 1 };
             let x = Map::new(layer.spec.c_in, h, w, rng.vec(layer.spec.c_in * h * w, 0.0, 1.0));
-            let x = HwcMap::from_map(&mut pool, &x, pad);
+            let x = HwcMap::from_map(&mut pool, &x, pad).unwrap();
             let out_pixels = if pad == 0 { (w + 1 - layer.spec.k) * (h + 1 - layer.spec.k) } else { w * h };
             group.throughput(Throughput::Elements(2 * (layer.macs_per_pixel() * out_pixels) as u64));
             group.bench_function(BenchmarkId::new(name, format!("{w}x{h}")), |b| {
@@ -190,13 +190,13 @@ fn stages(c: &mut Criterion) {
         group.bench_function("detector", |b| {
             b.iter(|| {
                 for input in &inputs {
-                    let (s, o) = cpu.detector().run(&mut pool, input, kernel);
+                    let (s, o) = cpu.detector().run(&mut pool, input, kernel).unwrap();
                     pool.give(s.data);
                     pool.give(o.data);
                 }
             })
         });
-        let maps: Vec<_> = inputs.iter().map(|input| cpu.detector().run(&mut pool, input, kernel)).collect();
+        let maps: Vec<_> = inputs.iter().map(|input| cpu.detector().run(&mut pool, input, kernel).unwrap()).collect();
         let pooled: Vec<_> = levels.iter().zip(&maps).map(|(l, (s, o))| (l.geom, s, o)).collect();
         let settings = nms_settings(&config, config.inference.max_keypoints);
         group.throughput(Throughput::Elements(levels.iter().map(|l| l.geom.hw as u64 * l.geom.hh as u64).sum()));
@@ -206,22 +206,22 @@ fn stages(c: &mut Criterion) {
         group.throughput(Throughput::Elements(desc_flop as u64));
         group.bench_function("descriptor", |b| {
             b.iter(|| {
-                let map = cpu.descriptor().run(&mut pool, &gray, kernel);
+                let map = cpu.descriptor().run(&mut pool, &gray, kernel).unwrap();
                 pool.give(map.data);
             })
         });
-        let map = cpu.descriptor().run(&mut pool, &gray, kernel);
+        let map = cpu.descriptor().run(&mut pool, &gray, kernel).unwrap();
         group.throughput(Throughput::Elements(records.len() as u64));
         group.bench_function("sampling", |b| b.iter(|| sample_reference(&map, config.descriptor_stride() as f32, &records)));
         group.finish();
         // the U-Net's data movement on its own, for the notes (no throughput: no multiply-adds)
         let mut group = c.benchmark_group(format!("{w}x{h}_unet"));
         group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
-        let x = HwcMap::from_map(&mut pool, &Map::new(16, h as usize, w as usize, vec![0.5; 16 * (w * h) as usize]), 1);
-        group.bench_function("avgpool2_16ch", |b| b.iter(|| avgpool2(&mut pool, &x).recycle(&mut pool)));
-        let small = HwcMap::from_map(&mut pool, &Map::new(128, h as usize / 8, w as usize / 8, vec![0.5; 128 * (w * h) as usize / 64]), 1);
-        let skip = HwcMap::from_map(&mut pool, &Map::new(64, h as usize / 4, w as usize / 4, vec![0.5; 64 * (w * h) as usize / 16]), 1);
-        group.bench_function("upsample_concat", |b| b.iter(|| upsample_concat(&mut pool, &small, &skip).recycle(&mut pool)));
+        let x = HwcMap::from_map(&mut pool, &Map::new(16, h as usize, w as usize, vec![0.5; 16 * (w * h) as usize]), 1).unwrap();
+        group.bench_function("avgpool2_16ch", |b| b.iter(|| avgpool2(&mut pool, &x).unwrap().recycle(&mut pool)));
+        let small = HwcMap::from_map(&mut pool, &Map::new(128, h as usize / 8, w as usize / 8, vec![0.5; 128 * (w * h) as usize / 64]), 1).unwrap();
+        let skip = HwcMap::from_map(&mut pool, &Map::new(64, h as usize / 4, w as usize / 4, vec![0.5; 64 * (w * h) as usize / 16]), 1).unwrap();
+        group.bench_function("upsample_concat", |b| b.iter(|| upsample_concat(&mut pool, &small, &skip).unwrap().recycle(&mut pool)));
         let mut m = Map::new(128, h as usize / 4, w as usize / 4, vec![0.5; 128 * (w * h) as usize / 16]);
         group.bench_function("l2norm", |b| b.iter(|| l2norm(&mut m)));
         group.finish();
@@ -271,7 +271,7 @@ fn summary() {
         };
         let mut pool = BufferPool::default();
         let x = Map::new(layer.spec.c_in, h, w, rng.vec(layer.spec.c_in * h * w, 0.0, 1.0));
-        let x = HwcMap::from_map(&mut pool, &x, if valid { 0 } else { 1 });
+        let x = HwcMap::from_map(&mut pool, &x, if valid { 0 } else { 1 }).unwrap();
         let share_1t = one.install(|| interleaved_share(&mut pool, &layer, &x, flop, 1));
         let share_nt = interleaved_share(&mut pool, &layer, &x, flop, threads);
         total_flop += count * flop;

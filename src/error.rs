@@ -20,6 +20,10 @@ pub enum Error {
     Image { path: PathBuf, reason: String },
     #[error("image of {width}x{height} needs a {what} buffer of {bytes} bytes, over this adapter's limit of {limit}; downscale it or let strek do it (Oversize::Downscale, the default)")]
     TooLarge { width: u32, height: u32, what: &'static str, bytes: u64, limit: u64 },
+    #[error("the CPU path's memory budget of {budget_mib} MiB is too small for this image ({held_mib} MiB held, {needed_mib} MiB more asked); raise it with --max-memory (Config::max_memory) or shrink the image")]
+    MemoryBudget { budget_mib: u64, held_mib: u64, needed_mib: u64 },
+    #[error("the system refused {bytes} bytes of memory ({held_mib} MiB held by the CPU path); set a smaller --max-memory so that large images are shrunk to fit")]
+    HostMemory { bytes: u64, held_mib: u64 },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("{path}: {source}")]

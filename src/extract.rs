@@ -39,6 +39,10 @@ pub trait Extract {
 pub struct Config {
     pub max_keypoints: Option<usize>,
     pub oversize: Oversize,
+    /// Bytes the CPU path may use for one image (images over it are shrunk to fit); `None`: the machine's
+    /// available memory and address-space limit (`cpu::default_memory_budget`). The GPU path has the adapter's
+    /// limits instead.
+    pub max_memory: Option<u64>,
 }
 
 impl Config {

@@ -55,6 +55,8 @@ pub struct Session {
     gpu: Option<Gpu>,
     /// How a GPU is chosen, for a CPU session's GPU matcher.
     options: GpuOptions,
+    /// The CPU path's memory budget for extractors whose `Config` sets none.
+    max_memory: Option<u64>,
 }
 
 impl Session {
@@ -68,16 +70,16 @@ impl Session {
             Device::Cpu => None,
             Device::Auto | Device::Gpu => Some(Gpu::new(options)?),
         };
-        Ok(Session { gpu, options: options.clone() })
+        Ok(Session { gpu, options: options.clone(), max_memory: None })
     }
 
     pub fn cpu() -> Self {
-        Session { gpu: None, options: GpuOptions::default() }
+        Session { gpu: None, options: GpuOptions::default(), max_memory: None }
     }
 
     /// A session on a GPU already open (one the host application owns: `Gpu::from_device`).
     pub fn on_gpu(gpu: Gpu) -> Self {
-        Session { gpu: Some(gpu), options: GpuOptions::default() }
+        Session { gpu: Some(gpu), options: GpuOptions::default(), max_memory: None }
     }
 
     /// `Device::Gpu` or `Device::Cpu`: what the session runs on.
@@ -93,8 +95,15 @@ impl Session {
         self.gpu.as_ref()
     }
 
+    /// Gives the CPU path's extractors this memory budget (bytes) unless their `Config` sets one.
+    pub fn with_max_memory(mut self, bytes: Option<u64>) -> Self {
+        self.max_memory = bytes;
+        self
+    }
+
     /// An extractor with these weights on the session's device.
-    pub fn extractor(&self, weights: &Weights, config: Config) -> Result<Box<dyn Extract>> {
+    pub fn extractor(&self, weights: &Weights, mut config: Config) -> Result<Box<dyn Extract>> {
+        config.max_memory = config.max_memory.or(self.max_memory);
         Ok(match &self.gpu {
             Some(gpu) => Box::new(GpuExtractor::new(gpu, weights, config)?),
             None => Box::new(CpuExtractor::new(weights, config)?),

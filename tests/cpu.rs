@@ -48,8 +48,8 @@ fn valid_convolutions_match_the_reference_with_every_kernel() {
             let want = conv2d_reference(&x, &layer, 0, c_out != 8);
             for kernel in Kernel::available() {
                 let mut pool = BufferPool::default();
-                let input = HwcMap::from_map(&mut pool, &x, 0);
-                let got = conv(&mut pool, &input, &packed, false, c_out != 8, kernel).to_map();
+                let input = HwcMap::from_map(&mut pool, &x, 0).unwrap();
+                let got = conv(&mut pool, &input, &packed, false, c_out != 8, kernel).unwrap().to_map();
                 let what = format!("{} on {ow}x{oh} with {kernel:?}", layer.spec.name);
                 assert_close(&what, &got.data, &want.data, conv_tolerance(&want, c_in * k * k));
             }
@@ -70,8 +70,8 @@ fn same_convolutions_match_the_reference_with_every_kernel() {
             let want = conv2d_reference(&x, &layer, k / 2, true);
             for kernel in Kernel::available() {
                 let mut pool = BufferPool::default();
-                let input = HwcMap::from_map(&mut pool, &x, k / 2);
-                let out = conv(&mut pool, &input, &packed, true, true, kernel);
+                let input = HwcMap::from_map(&mut pool, &x, k / 2).unwrap();
+                let out = conv(&mut pool, &input, &packed, true, true, kernel).unwrap();
                 assert_border_is_zero(&out);
                 let what = format!("{} on {w}x{h} with {kernel:?}", layer.spec.name);
                 assert_close(&what, &out.to_map().data, &want.data, conv_tolerance(&want, c_in * k * k));
@@ -104,8 +104,8 @@ fn reused_buffers_with_stale_contents_give_the_same_result() {
     for _ in 0..4 {
         pool.give(vec![7.5; 100_000]);
     }
-    let input = HwcMap::from_map(&mut pool, &x, 1);
-    let out = conv(&mut pool, &input, &packed, true, true, Kernel::best());
+    let input = HwcMap::from_map(&mut pool, &x, 1).unwrap();
+    let out = conv(&mut pool, &input, &packed, true, true, Kernel::best()).unwrap();
     assert_border_is_zero(&out);
     let want = conv2d_reference(&x, &layer, 1, true);
     assert_close("conv on reused buffers", &out.to_map().data, &want.data, conv_tolerance(&want, 144));
@@ -120,8 +120,8 @@ fn head_matches_the_reference() {
         for &(w, h) in &[(1, 1), (7, 13), (45, 31)] {
             let x = random_map(&mut rng, c_in, h, w);
             let mut pool = BufferPool::default();
-            let input = HwcMap::from_map(&mut pool, &x, 1);
-            let got = conv1x1_to_map(&mut pool, &input, &packed);
+            let input = HwcMap::from_map(&mut pool, &x, 1).unwrap();
+            let got = conv1x1_to_map(&mut pool, &input, &packed).unwrap();
             let want = conv2d_reference(&x, &layer, 0, false);
             assert_eq!((got.c, got.h, got.w), (want.c, want.h, want.w));
             assert_close(&format!("head {c_in}->{c_out} on {w}x{h}"), &got.data, &want.data, conv_tolerance(&want, c_in));
@@ -136,8 +136,8 @@ fn unet_ops_match_the_reference_bit_for_bit() {
         for c in [16, 12] {
             let x = random_map(&mut rng, c, h, w);
             let mut pool = BufferPool::default();
-            let input = HwcMap::from_map(&mut pool, &x, 1);
-            let pooled = unet::avgpool2(&mut pool, &input);
+            let input = HwcMap::from_map(&mut pool, &x, 1).unwrap();
+            let pooled = unet::avgpool2(&mut pool, &input).unwrap();
             assert_border_is_zero(&pooled);
             assert_eq!(pooled.to_map(), unet_ref::avgpool2_reference(&x), "avgpool2 {w}x{h}x{c}");
         }
@@ -149,8 +149,8 @@ fn unet_ops_match_the_reference_bit_for_bit() {
             let y = random_map(&mut rng, 32, ih, iw);
             let skip = random_map(&mut rng, 20, h, w);
             let mut pool = BufferPool::default();
-            let (yh, sh) = (HwcMap::from_map(&mut pool, &y, 1), HwcMap::from_map(&mut pool, &skip, 1));
-            let cat = unet::upsample_concat(&mut pool, &yh, &sh);
+            let (yh, sh) = (HwcMap::from_map(&mut pool, &y, 1).unwrap(), HwcMap::from_map(&mut pool, &skip, 1).unwrap());
+            let cat = unet::upsample_concat(&mut pool, &yh, &sh).unwrap();
             assert_border_is_zero(&cat);
             assert_eq!(cat.to_map(), unet_ref::upsample_concat_reference(&y, &skip), "upsample_concat {iw}x{ih} -> {w}x{h}");
         }
@@ -177,13 +177,13 @@ fn detector_and_descriptor_match_their_references() {
         let want_map = descriptor_reference(&weights.descriptor(), &config, &image);
         for kernel in Kernel::available() {
             let mut pool = BufferPool::default();
-            let (score, orientation) = cpu.detector().run(&mut pool, &image, kernel);
+            let (score, orientation) = cpu.detector().run(&mut pool, &image, kernel).unwrap();
             let tol = 1e-5 * max_abs(&want_score.data).max(1.0);
             assert_close(&format!("score {w}x{h} {kernel:?}"), &score.data, &want_score.data, tol);
             // orientations agree except where two group channels nearly tie (the argmax flips): compare as angles
             let off = orientation.data.iter().zip(&want_orientation.data).filter(|(a, b)| angle_diff(**a, **b) > 1e-3).count();
             assert!(off * 100 <= want_orientation.data.len(), "{w}x{h} {kernel:?}: {off} orientations differ");
-            let map = cpu.descriptor().run(&mut pool, &image, kernel);
+            let map = cpu.descriptor().run(&mut pool, &image, kernel).unwrap();
             assert_close(&format!("descriptor map {w}x{h} {kernel:?}"), &map.data, &want_map.data, 1e-5);
         }
     }
@@ -252,4 +252,38 @@ fn open_gives_the_cpu_path_for_device_cpu() {
     let image = scene(64, 48, 1);
     let direct = CpuExtractor::new(&weights, Default::default()).unwrap().extract(&image).unwrap();
     assert_eq!(extractor.extract(&image).unwrap(), direct);
+}
+
+#[test]
+fn a_memory_budget_shrinks_large_images_and_keeps_original_pixels() {
+    let weights = Weights::random(&ModelConfig::default_s_trek(), 2);
+    let image = scene(640, 480, 3);
+    let budget = 20 << 20;
+    let options = strek::Config { max_keypoints: Some(200), max_memory: Some(budget), ..Default::default() };
+    let mut cpu = CpuExtractor::new(&weights, options).unwrap();
+    let size = cpu.working_size((640, 480));
+    assert!(size.0 < 640 && size.1 < 480 && (size.0 as f64 / size.1 as f64 - 640.0 / 480.0).abs() < 0.02, "{size:?}");
+    let features = cpu.extract(&image).unwrap();
+    assert_eq!(features.image_size, [640, 480]);
+    assert!(features.len() > 20, "{} keypoints", features.len());
+    assert!(cpu.pool_allocated() as u64 <= budget, "the pool holds {} bytes, over the budget of {budget}", cpu.pool_allocated());
+    // the same as extracting the shrunk image without a budget and mapping the features back
+    let free = strek::Config { max_keypoints: Some(200), max_memory: Some(u64::MAX), ..Default::default() };
+    let mut direct = CpuExtractor::new(&weights, free).unwrap().extract(&image.resized(size.0, size.1)).unwrap();
+    direct.rescale_to([640, 480]);
+    assert_eq!(features, direct);
+}
+
+#[test]
+fn a_budget_too_small_for_any_size_is_an_error_naming_it() {
+    let weights = Weights::random(&ModelConfig::default_s_trek(), 2);
+    let options = strek::Config { max_memory: Some(100 << 10), ..Default::default() };
+    let mut cpu = CpuExtractor::new(&weights, options).unwrap();
+    let e = cpu.extract(&scene(320, 240, 1)).unwrap_err();
+    assert!(matches!(e, strek::Error::MemoryBudget { .. }), "{e}");
+    assert!(e.to_string().contains("--max-memory"), "{e}");
+    // and the extractor still works for an image that fits
+    let mut roomy = CpuExtractor::new(&weights, strek::Config { max_memory: Some(64 << 20), ..Default::default() }).unwrap();
+    assert!(!roomy.extract(&scene(96, 72, 1)).unwrap().is_empty());
+    assert!(strek::cpu::default_memory_budget().is_some_and(|b| b > 0), "Linux tells the available memory");
 }

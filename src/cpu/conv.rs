@@ -3,6 +3,7 @@
 //! `simd`; wider ones, and machines without AVX2, use the `gemm` crate on the same layout with the same packed
 //! weights.
 
+use crate::error::Result;
 use super::hwc::{channel_stride, BufferPool, HwcMap};
 use super::simd::{ConvGeom, MAX_PX};
 use crate::config::ConvSpec;
@@ -140,7 +141,7 @@ impl Shared {
 /// One convolution with bias and optional ReLU. `same` = false: valid padding on a map without border (the detector;
 /// the output keeps the input's pitch and shrinks by k-1). `same` = true: zero padding k/2 on a map whose border is
 /// k/2 (the descriptor; the output has the same size, pitch and border).
-pub fn conv(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv, same: bool, relu: bool, kernel: Kernel) -> HwcMap {
+pub fn conv(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv, same: bool, relu: bool, kernel: Kernel) -> Result<HwcMap> {
     let s = &layer.spec;
     assert_eq!(x.c, s.c_in, "{}: input has {} channels, the layer takes {}", s.name, x.c, s.c_in);
     assert_eq!(x.cs, layer.in_cs, "{}: input channel stride", s.name);
@@ -153,7 +154,7 @@ pub fn conv(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv, same: bool, r
         assert!(x.w >= k && x.h >= k, "{}: input {}x{} is smaller than the kernel", s.name, x.w, x.h);
         (x.w - k + 1, x.h - k + 1, 0)
     };
-    let mut out = HwcMap::take(pool, s.c_out, w, h, x.pitch, pad);
+    let mut out = HwcMap::take(pool, s.c_out, w, h, x.pitch, pad)?;
     let geom = ConvGeom {
         k,
         pitch: x.pitch,
@@ -167,7 +168,7 @@ pub fn conv(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv, same: bool, r
     if same {
         out.zero_border();
     }
-    out
+    Ok(out)
 }
 
 /// Output rows `0..rows` in parallel bands of rows.
@@ -241,13 +242,13 @@ unsafe fn gemm_band(g: &ConvGeom, input: *const f32, layer: &PackedConv, out: *m
 /// runs one GEMM over a band of whole stored rows (border and garbage columns included, as in `conv`) into a
 /// channel-major scratch block, then copies the content columns out with the bias added: one GEMM per map row would
 /// be too small to amortise the GEMM's packing of the weights.
-pub fn conv1x1_to_map(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv) -> Map {
+pub fn conv1x1_to_map(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv) -> Result<Map> {
     let s = &layer.spec;
     assert_eq!(s.k, 1, "{}: not a 1x1 convolution", s.name);
     assert_eq!((x.c, x.cs), (s.c_in, layer.in_cs), "{}: input channels", s.name);
     let (w, h, c_out, pitch) = (x.w, x.h, s.c_out, x.pitch);
     let plane = w * h;
-    let mut data = pool.take(c_out * plane);
+    let mut data = pool.take(c_out * plane)?;
     let dst = Shared(data.as_mut_ptr());
     let rows_per_task = (2048 / pitch).max(1);
     (0..h.div_ceil(rows_per_task)).into_par_iter().for_each(|t| {
@@ -288,5 +289,5 @@ pub fn conv1x1_to_map(pool: &mut BufferPool, x: &HwcMap, layer: &PackedConv) -> 
             }
         }
     });
-    Map { c: c_out, h, w, data }
+    Ok(Map { c: c_out, h, w, data })
 }

@@ -4,6 +4,7 @@
 use super::conv::{conv, Kernel, PackedConv};
 use super::hwc::{BufferPool, HwcMap};
 use crate::config::{detector_walk, DetectorLayer};
+use crate::error::Result;
 use crate::ops::orientation_pool::pool_reference;
 use crate::ops::Map;
 use crate::weights::ConvWeights;
@@ -20,16 +21,16 @@ impl CpuDetector {
 
     /// (score, orientation) maps of one level's normalised gray image, each `(h - R + 1) x (w - R + 1)`; their
     /// storage comes from `pool` (give it back when done).
-    pub fn run(&self, pool: &mut BufferPool, image: &Map, kernel: Kernel) -> (Map, Map) {
-        let mut x = HwcMap::from_map(pool, image, 0);
+    pub fn run(&self, pool: &mut BufferPool, image: &Map, kernel: Kernel) -> Result<(Map, Map)> {
+        let mut x = HwcMap::from_map(pool, image, 0)?;
         for (role, layer) in detector_walk(&self.layers) {
-            let y = conv(pool, &x, layer, false, role == DetectorLayer::Hidden, kernel);
+            let y = conv(pool, &x, layer, false, role == DetectorLayer::Hidden, kernel)?;
             x.recycle(pool);
             x = y;
         }
         let (w, h) = (x.w, x.h);
-        let mut score = Map { c: 1, h, w, data: pool.take(w * h) };
-        let mut orientation = Map { c: 1, h, w, data: pool.take(w * h) };
+        let mut score = Map { c: 1, h, w, data: pool.take(w * h)? };
+        let mut orientation = Map { c: 1, h, w, data: pool.take(w * h)? };
         score.data.par_chunks_mut(w).zip(orientation.data.par_chunks_mut(w)).enumerate().for_each(|(y, (s, o))| {
             for xx in 0..w {
                 let i = x.at(y, xx);
@@ -37,6 +38,6 @@ impl CpuDetector {
             }
         });
         x.recycle(pool);
-        (score, orientation)
+        Ok((score, orientation))
     }
 }

@@ -6,6 +6,7 @@
 //! that no valid output reads (valid convolutions) or that lands in the zero border and is cleared again (same
 //! convolutions).
 
+use crate::error::{Error, Result};
 use crate::ops::Map;
 
 /// Pixels after the last stored row that kernels may read: the taps of the last row's garbage columns and the unused
@@ -46,10 +47,10 @@ impl HwcMap {
     }
 
     /// A map whose storage comes from `pool`, holding whatever it held before (callers write every pixel they read).
-    pub fn take(pool: &mut BufferPool, c: usize, w: usize, h: usize, pitch: usize, pad: usize) -> Self {
+    pub fn take(pool: &mut BufferPool, c: usize, w: usize, h: usize, pitch: usize, pad: usize) -> Result<Self> {
         let cs = channel_stride(c);
-        let data = pool.take(Self::len_for(h + 2 * pad, pitch, cs));
-        HwcMap { c, cs, w, h, pitch, pad, data }
+        let data = pool.take(Self::len_for(h + 2 * pad, pitch, cs))?;
+        Ok(HwcMap { c, cs, w, h, pitch, pad, data })
     }
 
     /// Index of pixel (y, x)'s first channel.
@@ -58,8 +59,8 @@ impl HwcMap {
     }
 
     /// Copy of a channel-major map with a zero border of `pad` pixels.
-    pub fn from_map(pool: &mut BufferPool, map: &Map, pad: usize) -> Self {
-        let mut out = Self::take(pool, map.c, map.w, map.h, map.w + 2 * pad, pad);
+    pub fn from_map(pool: &mut BufferPool, map: &Map, pad: usize) -> Result<Self> {
+        let mut out = Self::take(pool, map.c, map.w, map.h, map.w + 2 * pad, pad)?;
         let plane = map.h * map.w;
         for y in 0..map.h {
             for x in 0..map.w {
@@ -71,7 +72,7 @@ impl HwcMap {
             }
         }
         out.zero_border();
-        out
+        Ok(out)
     }
 
     /// Channel-major copy of the content.
@@ -112,30 +113,74 @@ impl HwcMap {
 /// `HEADROOM` more capacity than asked, so that maps of nearly the same size share buffers (the detector's
 /// 16 x W x H and the descriptor's 16 x (W+2) x (H+2); the descriptor's level 2 and the pyramid's level 1).
 /// Measured at 3840x2160: 1.72 GB pooled, against 2.68 GB with exact capacities.
+///
+/// New buffers are made with `try_reserve_exact` within an optional limit (the CPU path's memory budget): a request
+/// over it, or one the system refuses, is an error, never an abort.
 #[derive(Default)]
 pub struct BufferPool {
     free: Vec<Vec<f32>>,
+    /// Bytes of every buffer made and not released (handed out or free).
+    allocated: usize,
+    limit: Option<usize>,
 }
 
 const HEADROOM: f64 = 1.0 / 16.0;
 
 impl BufferPool {
+    /// A pool whose buffers may total at most `limit` bytes.
+    pub fn with_limit(limit: Option<usize>) -> Self {
+        BufferPool { limit, ..Default::default() }
+    }
+
     /// A buffer of exactly `len` floats; its old contents stay (fresh ones are zero).
-    pub fn take(&mut self, len: usize) -> Vec<f32> {
+    pub fn take(&mut self, len: usize) -> Result<Vec<f32>> {
         let best = (0..self.free.len()).filter(|&i| self.free[i].capacity() >= len).min_by_key(|&i| self.free[i].capacity());
         let mut buf = match best {
             Some(i) => self.free.swap_remove(i),
-            None => Vec::with_capacity(len + (len as f64 * HEADROOM) as usize),
+            None => self.allocate(len + (len as f64 * HEADROOM) as usize)?,
         };
         buf.resize(len, 0.0);
-        buf
+        Ok(buf)
+    }
+
+    /// A new, empty buffer of `capacity` floats; the free buffers (all too small) are dropped first if the new one
+    /// would not fit the limit beside them.
+    fn allocate(&mut self, capacity: usize) -> Result<Vec<f32>> {
+        let bytes = 4 * capacity;
+        let mib = |b: usize| (b >> 20) as u64;
+        if self.limit.is_some_and(|limit| self.allocated + bytes > limit) {
+            self.release();
+        }
+        if let Some(limit) = self.limit.filter(|&limit| self.allocated + bytes > limit) {
+            return Err(Error::MemoryBudget { budget_mib: mib(limit), held_mib: mib(self.allocated), needed_mib: mib(bytes).max(1) });
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(capacity).map_err(|_| Error::HostMemory { bytes: bytes as u64, held_mib: mib(self.allocated) })?;
+        self.allocated += 4 * buf.capacity();
+        Ok(buf)
+    }
+
+    /// Drops the free buffers.
+    pub fn release(&mut self) {
+        for buf in self.free.drain(..) {
+            self.allocated -= 4 * buf.capacity();
+        }
+    }
+
+    /// Bytes of the buffers made and not released: the pool's high-water mark for the largest image so far.
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
     }
 
     /// A zero-filled buffer of `len` floats.
-    pub fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
-        let mut buf = self.take(len);
+    pub fn take_zeroed(&mut self, len: usize) -> Result<Vec<f32>> {
+        let mut buf = self.take(len)?;
         buf.fill(0.0);
-        buf
+        Ok(buf)
     }
 
     pub fn give(&mut self, buf: Vec<f32>) {

@@ -40,22 +40,100 @@ pub struct CpuExtractor {
     descriptor: CpuDescriptor,
     kernel: Kernel,
     pool: BufferPool,
+    /// Bytes an image may take (`Config::max_memory`, else `memory::default_budget`); `None`: no budget.
+    budget: Option<u64>,
+    /// The pool's bytes per pixel, learned from the largest image so far (the pool keeps what it made for it).
+    pool_rate: f64,
+    largest_pixels: u64,
     times: [f64; STAGES.len()],
 }
+
+/// The pool's bytes per pixel before any image was extracted: the default model's measured 207 at 3840x2160
+/// (docs/cpu-notes.md), with room for models a little wider.
+const FIRST_POOL_RATE: f64 = 240.0;
+/// Bytes per pixel outside the pool: the gray image and the pyramid (4 + 4 x 0.94), the decoded image (up to 8
+/// for 16-bit RGBA) and its shrunk copy.
+const OTHER_RATE: f64 = 24.0;
 
 impl CpuExtractor {
     pub fn new(weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
         let max_keypoints = options.max_keypoints(&config)?;
+        let budget = options.max_memory.or_else(default_memory_budget);
         Ok(CpuExtractor {
             detector: CpuDetector::new(&weights.detector()),
             descriptor: CpuDescriptor::new(&weights.descriptor(), &config),
             config,
             max_keypoints,
             kernel: Kernel::best(),
-            pool: BufferPool::default(),
+            // a tenth of the budget stays for the gray image, the pyramid and the decoded image
+            pool: BufferPool::with_limit(budget.map(|b| (b / 10 * 9) as usize)),
+            budget,
+            pool_rate: FIRST_POOL_RATE,
+            largest_pixels: 0,
             times: [0.0; STAGES.len()],
         })
+    }
+
+    /// The size an image of `size` is extracted at: its own when the estimate of its memory fits the budget, else
+    /// the largest size of the same aspect that does.
+    pub fn working_size(&self, (w, h): (u32, u32)) -> (u32, u32) {
+        let Some(budget) = self.budget else { return (w, h) };
+        let need = (self.pool_rate + OTHER_RATE) * w as f64 * h as f64;
+        if need <= budget as f64 {
+            return (w, h);
+        }
+        let s = (budget as f64 / need).sqrt();
+        (((w as f64 * s) as u32).max(1), ((h as f64 * s) as u32).max(1))
+    }
+
+    /// Extracts an image within the memory budget: shrunk to the estimated working size, and 20 % smaller again
+    /// each time the pool still runs over (the pool is emptied between tries). Features come back in the image's
+    /// own pixels; an image that fits at no size gives the budget error.
+    fn extract_within_budget(&mut self, image: &Image) -> Result<Features> {
+        let original = (image.width, image.height);
+        let mut size = self.working_size(original);
+        let fits = |size: (u32, u32)| size == original || has_features(&self.config, size.0, size.1);
+        if !fits(size) {
+            return Err(self.too_small_budget(original));
+        }
+        loop {
+            let shrunk = (size != original).then(|| image.resized(size.0, size.1));
+            match self.extract_one(shrunk.as_ref().unwrap_or(image)) {
+                Ok(mut features) => {
+                    self.learn_rate(size);
+                    if shrunk.is_some() {
+                        features.rescale_to([original.0, original.1]);
+                    }
+                    return Ok(features);
+                }
+                Err(e @ (Error::MemoryBudget { .. } | Error::HostMemory { .. })) => {
+                    self.pool = BufferPool::with_limit(self.pool.limit());
+                    let next = ((size.0 as f64 * 0.8) as u32, (size.1 as f64 * 0.8) as u32);
+                    if !has_features(&self.config, next.0, next.1) {
+                        return Err(e);
+                    }
+                    size = next;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The error for an image that no size within the budget can extract.
+    fn too_small_budget(&self, (w, h): (u32, u32)) -> Error {
+        let need = (self.pool_rate + OTHER_RATE) * w as f64 * h as f64;
+        let mib = |b: f64| (b / (1u64 << 20) as f64).ceil() as u64;
+        Error::MemoryBudget { budget_mib: mib(self.budget.unwrap_or(0) as f64), held_mib: 0, needed_mib: mib(need) }
+    }
+
+    fn learn_rate(&mut self, (w, h): (u32, u32)) {
+        let pixels = w as u64 * h as u64;
+        // small images' fixed costs (borders, slack) would overstate the rate of large ones
+        if pixels > self.largest_pixels && pixels >= 1 << 20 {
+            self.largest_pixels = pixels;
+            self.pool_rate = self.pool.allocated() as f64 / pixels as f64;
+        }
     }
 
     /// Runs the narrow layers with another kernel (tests and benchmarks compare them); one this CPU cannot run is
@@ -84,16 +162,21 @@ impl CpuExtractor {
         &self.descriptor
     }
 
+    /// Bytes of the buffers the pool has made and holds (its high-water mark).
+    pub fn pool_allocated(&self) -> usize {
+        self.pool.allocated()
+    }
+
     /// Bytes of buffers kept for the next image.
     pub fn pooled_bytes(&self) -> usize {
         self.pool.bytes()
     }
 
-    fn extract_one(&mut self, image: &Image) -> Features {
+    fn extract_one(&mut self, image: &Image) -> Result<Features> {
         let config = &self.config;
         let mut features = Features::empty([image.width, image.height], config.descriptor.dim);
         if !has_features(config, image.width, image.height) {
-            return features;
+            return Ok(features);
         }
         let levels = pyramid(config, image.width, image.height);
         let mut clock = Stopwatch::new(&mut self.times);
@@ -106,7 +189,7 @@ impl CpuExtractor {
         let maps: Vec<_> = std::iter::once(&gray)
             .chain(&resized)
             .map(|input| self.detector.run(pool, input, self.kernel))
-            .collect();
+            .collect::<Result<_>>()?;
         clock.lap(2);
         let pooled: Vec<_> = levels.iter().zip(&maps).map(|(l, (s, o))| (l.geom, s, o)).collect();
         let records = nms_topk_reference(&pooled, &nms_settings(config, self.max_keypoints));
@@ -115,14 +198,33 @@ impl CpuExtractor {
             pool.give(orientation.data);
         }
         clock.lap(3);
-        let map = self.descriptor.run(pool, &gray, self.kernel);
+        let map = self.descriptor.run(pool, &gray, self.kernel)?;
         clock.lap(4);
         let descriptors = sample_reference(&map, config.descriptor_stride() as f32, &records);
         pool.give(map.data);
         features.push_records(&records, &descriptors);
         clock.lap(5);
-        features
+        Ok(features)
     }
+}
+
+/// The CPU path's default memory budget: what the machine has available (MemAvailable) and what the process may
+/// still map (its address-space limit, `ulimit -v`, less what it maps now), whichever is smaller, less a tenth for
+/// everything else; `None` where neither is known (not Linux).
+pub fn default_memory_budget() -> Option<u64> {
+    let field = |text: &str, key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| field(&t, "MemAvailable:")).map(|kb| kb << 10);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let mapped = std::fs::read_to_string("/proc/self/status").ok().and_then(|t| field(&t, "VmSize:")).map(|kb| kb << 10);
+    let address_space = field(&limits, "Max address space").zip(mapped).map(|(limit, used)| limit.saturating_sub(used));
+    let budget = match (available, address_space) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Some(budget / 10 * 9)
 }
 
 /// "CPU: N threads, KERNEL", for reports: the threads of rayon's pool (every core, or RAYON_NUM_THREADS).
@@ -152,7 +254,11 @@ impl Extract for CpuExtractor {
     fn extract_batch(&mut self, images: &[Image]) -> Result<Vec<Features>> {
         check_sizes(images.iter().map(|i| (i.width, i.height)))?;
         self.times = [0.0; STAGES.len()];
-        Ok(images.iter().map(|image| self.extract_one(image)).collect())
+        images.iter().map(|image| self.extract_within_budget(image)).collect()
+    }
+
+    fn working_size(&self, size: (u32, u32)) -> Result<(u32, u32)> {
+        Ok(CpuExtractor::working_size(self, size))
     }
 
     fn describe(&self) -> String {

@@ -3,14 +3,15 @@
 //! reference in `ops::unet` computes, in the same order of operations.
 
 use super::hwc::{BufferPool, HwcMap};
+use crate::error::Result;
 use crate::ops::unet::bilinear_source;
 use crate::ops::Map;
 use rayon::prelude::*;
 
 /// 2x2 mean, stride 2, odd last row and column dropped; the output keeps the input's border width.
-pub fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> HwcMap {
+pub fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> Result<HwcMap> {
     let (w, h, pad) = (x.w / 2, x.h / 2, x.pad);
-    let mut out = HwcMap::take(pool, x.c, w, h, w + 2 * pad, pad);
+    let mut out = HwcMap::take(pool, x.c, w, h, w + 2 * pad, pad)?;
     let (cs, src) = (x.cs, &x.data);
     let row_len = out.pitch * cs;
     let first = pad * row_len;
@@ -25,13 +26,13 @@ pub fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> HwcMap {
         }
     });
     out.zero_border();
-    out
+    Ok(out)
 }
 
 /// `concat([upsample_bilinear(y, size of skip), skip])` over channels, with the skip's border width.
-pub fn upsample_concat(pool: &mut BufferPool, y: &HwcMap, skip: &HwcMap) -> HwcMap {
+pub fn upsample_concat(pool: &mut BufferPool, y: &HwcMap, skip: &HwcMap) -> Result<HwcMap> {
     let (w, h, pad) = (skip.w, skip.h, skip.pad);
-    let mut out = HwcMap::take(pool, y.c + skip.c, w, h, w + 2 * pad, pad);
+    let mut out = HwcMap::take(pool, y.c + skip.c, w, h, w + 2 * pad, pad)?;
     let (cs, yc) = (out.cs, y.c);
     let columns: Vec<_> = (0..w).map(|u| bilinear_source(u, y.w, w)).collect();
     let row_len = out.pitch * cs;
@@ -52,7 +53,7 @@ pub fn upsample_concat(pool: &mut BufferPool, y: &HwcMap, skip: &HwcMap) -> HwcM
         }
     });
     out.zero_border();
-    out
+    Ok(out)
 }
 
 /// Every pixel's channel vector divided by max(its norm, 1e-12), in place, one row at a time so that the channel

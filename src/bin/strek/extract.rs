@@ -173,7 +173,7 @@ fn extract_pending(
         let size = (image.width, image.height);
         if let Some(fitted) = extractor.working_size(size).ok().filter(|&f| f != size) {
             let path = jobs[i].0.display();
-            let note = format!("note: {path} ({}x{}) is over the adapter's buffer limits: extracted at {}x{}, keypoints in the original pixels", size.0, size.1, fitted.0, fitted.1);
+            let note = format!("note: {path} ({}x{}) is over the device's memory limits (GPU buffers, or the CPU path's --max-memory): extracted at {}x{}, keypoints in the original pixels", size.0, size.1, fitted.0, fitted.1);
             bar.suspend(|| eprintln!("{note}"));
         }
     }

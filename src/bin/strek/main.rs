@@ -41,6 +41,10 @@ pub struct Common {
     /// Cap every GPU buffer at this many MiB (below the adapter's own limit); larger images are shrunk to fit.
     #[arg(long, global = true, value_name = "MIB")]
     max_buffer_mib: Option<u64>,
+    /// CPU path: the most memory (MiB) one image may take; larger images are shrunk to fit [default: the machine's
+    /// available memory and address-space limit, less a tenth].
+    #[arg(long, global = true, value_name = "MIB")]
+    max_memory: Option<u64>,
     /// Weights file [default: weights/strek.safetensors of the working directory or of the source tree].
     #[arg(long, global = true)]
     weights: Option<PathBuf>,
@@ -61,7 +65,7 @@ impl Common {
 
     /// The session every subcommand runs in: extraction and matching on one device.
     pub fn session(&self) -> strek::Result<strek::Session> {
-        strek::Session::open(self.device, &self.gpu_options())
+        Ok(strek::Session::open(self.device, &self.gpu_options())?.with_max_memory(self.max_memory.map(|m| m << 20)))
     }
 
     /// The weights' extractor and a matcher (`--matcher`) in one session, announced on stderr.
