@@ -40,7 +40,7 @@ pub struct CpuExtractor {
     descriptor: CpuDescriptor,
     kernel: Kernel,
     pool: BufferPool,
-    /// Bytes an image may take (`Config::max_memory`, else `memory::default_budget`); `None`: no budget.
+    /// Bytes an image may take (`Config::max_memory`, else `default_memory_budget`); `None`: no budget.
     budget: Option<u64>,
     /// The pool's bytes per pixel, learned from the largest image so far (the pool keeps what it made for it).
     pool_rate: f64,
@@ -93,8 +93,7 @@ impl CpuExtractor {
     fn extract_within_budget(&mut self, image: &Image) -> Result<Features> {
         let original = (image.width, image.height);
         let mut size = self.working_size(original);
-        let fits = |size: (u32, u32)| size == original || has_features(&self.config, size.0, size.1);
-        if !fits(size) {
+        if size != original && !has_features(&self.config, size.0, size.1) {
             return Err(self.too_small_budget(original));
         }
         loop {
