@@ -20,7 +20,7 @@ pub trait Extract {
         Ok(self.extract_batch(std::slice::from_ref(image))?.remove(0))
     }
 
-    /// The size an image of `size` is extracted at (a GPU shrinks images over its buffer limits).
+    /// The size an image of `size` is extracted at (both paths shrink images over their limits).
     fn working_size(&self, size: (u32, u32)) -> Result<(u32, u32)> {
         Ok(size)
     }
@@ -55,7 +55,8 @@ impl Config {
     }
 }
 
-/// What happens to an image whose buffers would exceed the adapter's limits (`GpuExtractor::working_size`).
+/// What happens to an image over the device's limits: the adapter's buffer limits on the GPU
+/// (`GpuExtractor::working_size`), the memory budget on the CPU path (`CpuExtractor::working_size`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Oversize {
     /// Extract from the image shrunk (triangle filter, aspect kept) to the largest size whose buffers fit;
@@ -64,7 +65,7 @@ pub enum Oversize {
     /// and the descriptor need the whole image, and tiles would need overlaps of the receptive field at every level.
     #[default]
     Downscale,
-    /// Fail with `Error::TooLarge`.
+    /// Fail: `Error::TooLarge` on the GPU, `Error::MemoryBudget` on the CPU path.
     Refuse,
 }
 

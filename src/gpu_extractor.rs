@@ -255,13 +255,13 @@ impl GpuExtractor {
     fn schedule(&mut self, inputs: &[Input]) -> Result<Vec<Job>> {
         let mut jobs = Vec::new();
         let mut used: HashMap<(u32, u32), usize> = HashMap::new();
-        for (input, i) in inputs.iter().enumerate() {
-            let size = i.size();
+        for (index, input) in inputs.iter().enumerate() {
+            let size = input.size();
             if !has_features(&self.config, size.0, size.1) {
                 continue;
             }
             let slot = used.entry(size).or_insert(0);
-            jobs.push(Job { input, size, slot: *slot });
+            jobs.push(Job { input: index, size, slot: *slot });
             *slot += 1;
         }
         for (&size, &count) in &used {

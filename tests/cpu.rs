@@ -266,7 +266,11 @@ fn a_memory_budget_shrinks_large_images_and_keeps_original_pixels() {
     let features = cpu.extract(&image).unwrap();
     assert_eq!(features.image_size, [640, 480]);
     assert!(features.len() > 20, "{} keypoints", features.len());
-    assert!(cpu.pool_allocated() as u64 <= budget, "the pool holds {} bytes, over the budget of {budget}", cpu.pool_allocated());
+    assert!(cpu.pooled_bytes() as u64 <= budget, "the pool holds {} bytes, over the budget of {budget}", cpu.pooled_bytes());
+    // asked to refuse instead, the extractor gives the budget error
+    let refusing = strek::Config { max_memory: Some(budget), oversize: strek::Oversize::Refuse, ..Default::default() };
+    let e = CpuExtractor::new(&weights, refusing).unwrap().extract(&image).unwrap_err();
+    assert!(matches!(e, strek::Error::MemoryBudget { .. }), "{e}");
     // the same as extracting the shrunk image without a budget and mapping the features back
     let free = strek::Config { max_keypoints: Some(200), max_memory: Some(u64::MAX), ..Default::default() };
     let mut direct = CpuExtractor::new(&weights, free).unwrap().extract(&image.resized(size.0, size.1)).unwrap();

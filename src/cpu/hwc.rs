@@ -188,9 +188,4 @@ impl BufferPool {
             self.free.push(buf);
         }
     }
-
-    /// Bytes held for reuse.
-    pub fn bytes(&self) -> usize {
-        self.free.iter().map(|b| 4 * b.capacity()).sum()
-    }
 }

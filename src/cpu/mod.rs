@@ -18,7 +18,7 @@ pub mod unet;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::extract::{check_sizes, has_features, Config, Extract, STAGES};
+use crate::extract::{check_sizes, has_features, Config, Extract, Oversize, STAGES};
 use crate::features::Features;
 use crate::image_io::Image;
 use crate::model::{nms_settings, pyramid};
@@ -36,6 +36,7 @@ use std::time::Instant;
 pub struct CpuExtractor {
     config: ModelConfig,
     max_keypoints: usize,
+    oversize: Oversize,
     detector: CpuDetector,
     descriptor: CpuDescriptor,
     kernel: Kernel,
@@ -65,6 +66,7 @@ impl CpuExtractor {
             descriptor: CpuDescriptor::new(&weights.descriptor(), &config),
             config,
             max_keypoints,
+            oversize: options.oversize,
             kernel: Kernel::best(),
             // a tenth of the budget stays for the gray image, the pyramid and the decoded image
             pool: BufferPool::with_limit(budget.map(|b| (b / 10 * 9) as usize)),
@@ -89,11 +91,13 @@ impl CpuExtractor {
 
     /// Extracts an image within the memory budget: shrunk to the estimated working size, and 20 % smaller again
     /// each time the pool still runs over (the pool is emptied between tries). Features come back in the image's
-    /// own pixels; an image that fits at no size gives the budget error.
+    /// own pixels; an image that fits at no size, or any image over the budget with `Oversize::Refuse`, gives the
+    /// budget error.
     fn extract_within_budget(&mut self, image: &Image) -> Result<Features> {
         let original = (image.width, image.height);
         let mut size = self.working_size(original);
-        if size != original && !has_features(&self.config, size.0, size.1) {
+        let refuse = self.oversize == Oversize::Refuse;
+        if size != original && (refuse || !has_features(&self.config, size.0, size.1)) {
             return Err(self.too_small_budget(original));
         }
         loop {
@@ -109,7 +113,7 @@ impl CpuExtractor {
                 Err(e @ (Error::MemoryBudget { .. } | Error::HostMemory { .. })) => {
                     self.pool = BufferPool::with_limit(self.pool.limit());
                     let next = ((size.0 as f64 * 0.8) as u32, (size.1 as f64 * 0.8) as u32);
-                    if !has_features(&self.config, next.0, next.1) {
+                    if refuse || !has_features(&self.config, next.0, next.1) {
                         return Err(e);
                     }
                     size = next;
@@ -161,14 +165,10 @@ impl CpuExtractor {
         &self.descriptor
     }
 
-    /// Bytes of the buffers the pool has made and holds (its high-water mark).
-    pub fn pool_allocated(&self) -> usize {
-        self.pool.allocated()
-    }
-
-    /// Bytes of buffers kept for the next image.
+    /// Bytes of the buffers the pool has made and not released: between images, all kept for the next one (the
+    /// pool's high-water mark).
     pub fn pooled_bytes(&self) -> usize {
-        self.pool.bytes()
+        self.pool.allocated()
     }
 
     fn extract_one(&mut self, image: &Image) -> Result<Features> {
