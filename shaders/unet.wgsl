@@ -1,5 +1,6 @@
-// The descriptor U-Net's non-convolution ops: 2x2 average pooling, bilinear upsampling fused with the skip
-// concatenation, and per-pixel L2 normalisation over channels (docs/model.md, Descriptor).
+// The descriptor U-Net's non-convolution ops: 2x2 average pooling (version 1), bilinear resizing fused with the skip
+// concatenation (upsampling in the decoder of both versions; with no skip channels, version 2's pooling to half
+// size), and per-pixel L2 normalisation over channels (docs/model.md, Descriptor).
 // Reference: src/ops/unet.rs.
 
 struct Shape {
@@ -7,7 +8,7 @@ struct Shape {
     in_h: u32,
     out_w: u32,
     out_h: u32,
-    c: u32,        // channels of the input (pool, l2norm) or of the upsampled part (upsample_concat)
+    c: u32,        // channels of the input (pool, l2norm) or of the resized part (resize_concat)
     c_skip: u32,
     _pad0: u32,
     _pad1: u32,
@@ -36,9 +37,9 @@ fn source(u: u32, n_in: u32, n_out: u32) -> vec3<f32> {
     return vec3<f32>(f32(i0), f32(i1), c - f32(i0));
 }
 
-// output [c + c_skip, out_h, out_w] = concat(upsample(input [c, in_h, in_w]), skip [c_skip, out_h, out_w]).
+// output [c + c_skip, out_h, out_w] = concat(resize(input [c, in_h, in_w]), skip [c_skip, out_h, out_w]).
 @compute @workgroup_size(8, 8, 1)
-fn upsample_concat(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn resize_concat(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= s.out_w || gid.y >= s.out_h) {
         return;
     }

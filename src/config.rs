@@ -27,12 +27,26 @@ pub struct DetectorConfig {
     pub fields: Vec<usize>,
 }
 
+/// The descriptor's two versions (docs/model.md, "Descriptor" and "Descriptor version 2").
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DescriptorKind {
+    /// Version 1: a plain U-Net; widths in channels; 2x2 mean pooling; sampled without regard to orientation.
+    Unet,
+    /// Version 2: the U-Net of C_N lifting and group convolutions; widths in regular fields (N channels each);
+    /// pooling by bilinear halving; sampled descriptors aligned by the keypoint's orientation.
+    GroupUnet,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DescriptorConfig {
-    pub kind: String,
+    pub kind: DescriptorKind,
     pub kernel: usize,
     pub encoder: Vec<usize>,
     pub decoder: Vec<usize>,
+    /// Fields of the head (version 2 only): `head * group_order == dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<usize>,
     pub dim: usize,
 }
 
@@ -82,8 +96,8 @@ pub fn detector_walk<L>(layers: &[L]) -> impl Iterator<Item = (DetectorLayer, &L
 pub enum Step {
     /// A same-padded convolution with ReLU.
     Conv(ConvSpec),
-    /// 2x2 average pooling to `level`.
-    Pool { level: usize, c: usize },
+    /// Halving to `level` by `mode`.
+    Pool { level: usize, c: usize, mode: PoolMode },
     /// Keep the current map: a later `UpsampleConcat` to this level reads it.
     KeepSkip { level: usize, c: usize },
     /// Bilinear upsampling to the kept map of `level` and concatenation with it (upsampled channels first).
@@ -112,6 +126,25 @@ impl Step {
     }
 }
 
+/// How the descriptor halves a map between encoder levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// 2x2 mean, stride 2, an odd last row or column dropped: `floor(w / 2)` (version 1).
+    Mean2x2,
+    /// Bilinear resize (align_corners = false) to `ceil(w / 2)`: the 2x2 mean for even sides, and for odd sides a
+    /// grid that stays centred, so that quarter turns commute with it at every size (version 2).
+    BilinearHalf,
+}
+
+impl PoolMode {
+    pub fn halve(self, n: u32) -> u32 {
+        match self {
+            PoolMode::Mean2x2 => n / 2,
+            PoolMode::BilinearHalf => n.div_ceil(2),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GroupStructure {
     None,
@@ -127,10 +160,11 @@ impl ModelConfig {
             input: InputNorm { mean: 0.5, std: 0.25 },
             detector: DetectorConfig { kernel: 5, fields: vec![2, 2, 2, 2, 2, 2, 1] },
             descriptor: DescriptorConfig {
-                kind: "unet".into(),
+                kind: DescriptorKind::Unet,
                 kernel: 3,
                 encoder: vec![16, 32, 64, 128],
                 decoder: vec![128],
+                head: None,
                 dim: 128,
             },
             inference: InferenceConfig {
@@ -169,14 +203,25 @@ impl ModelConfig {
             return fail("detector.fields must be non-empty, positive, and end with 1 field".into());
         }
         let e = &self.descriptor;
-        if e.kind != "unet" {
-            return fail(format!("descriptor.kind {:?} is not supported (only \"unet\")", e.kind));
-        }
         if e.kernel % 2 == 0 || e.encoder.is_empty() || e.decoder.len() >= e.encoder.len() {
             return fail("descriptor needs an odd kernel, at least one encoder level and fewer decoder than encoder levels".into());
         }
-        if e.encoder.iter().chain(&e.decoder).chain([&e.dim]).any(|&c| c == 0 || c % 4 != 0) {
-            return fail("descriptor channel counts must be positive multiples of 4".into());
+        match (e.kind, e.head) {
+            (DescriptorKind::Unet, None) => {
+                if e.encoder.iter().chain(&e.decoder).chain([&e.dim]).any(|&c| c == 0 || c % 4 != 0) {
+                    return fail("descriptor channel counts must be positive multiples of 4".into());
+                }
+            }
+            (DescriptorKind::Unet, Some(_)) => return fail("descriptor.head belongs to the group_unet kind only".into()),
+            (DescriptorKind::GroupUnet, None) => return fail("a group_unet descriptor needs descriptor.head (fields)".into()),
+            (DescriptorKind::GroupUnet, Some(head)) => {
+                if e.encoder.iter().chain(&e.decoder).chain([&head]).any(|&f| f == 0) {
+                    return fail("descriptor field counts must be positive".into());
+                }
+                if head * n != e.dim {
+                    return fail(format!("descriptor.head {head} fields x group_order {n} must equal descriptor.dim {}", e.dim));
+                }
+            }
         }
         let inf = &self.inference;
         if inf.scales.is_empty() || inf.scales.len() > 8 || inf.scales[0] != 1.0 {
@@ -222,35 +267,56 @@ impl ModelConfig {
     /// the buffer bound, the multiply-add count): per encoder level `l`, pooling from the level above (l > 0) and
     /// two convolutions, keeping the result when a decoder stage reads it; per decoder stage `m`, upsampling to
     /// level `E-2-m`, concatenation with that level's kept map and a convolution; the head; L2 normalisation.
+    /// Version 2 counts widths in fields of `group_order` channels and gives each convolution its group structure.
     pub fn descriptor_steps(&self) -> Vec<Step> {
         let e = &self.descriptor;
         let (levels, decoders) = (e.encoder.len(), e.decoder.len());
-        let conv = |name: String, c_out, c_in, k, level| ConvSpec { name, c_out, c_in, k, level, group: GroupStructure::None };
+        let (n, mode, head) = match e.kind {
+            DescriptorKind::Unet => (1, PoolMode::Mean2x2, e.dim),
+            DescriptorKind::GroupUnet => (self.group_order, PoolMode::BilinearHalf, e.head.unwrap_or(0)),
+        };
+        let conv = |name: &str, c_out: usize, c_in: usize, k, level| {
+            let group = match (e.kind, c_in) {
+                (DescriptorKind::Unet, _) => GroupStructure::None,
+                (DescriptorKind::GroupUnet, 1) => GroupStructure::Lift,
+                (DescriptorKind::GroupUnet, _) => GroupStructure::Group,
+            };
+            ConvSpec { name: format!("descriptor.{name}"), c_out: c_out * n, c_in, k, level, group }
+        };
         let skip_level = |m: usize| levels - 2 - m;
         let mut steps = Vec::new();
         let mut c = 1;
-        for (l, &c_out) in e.encoder.iter().enumerate() {
+        for (l, &width) in e.encoder.iter().enumerate() {
             if l > 0 {
-                steps.push(Step::Pool { level: l, c });
+                steps.push(Step::Pool { level: l, c, mode });
             }
-            steps.push(Step::Conv(conv(format!("descriptor.enc{l}a"), c_out, c, e.kernel, l)));
-            steps.push(Step::Conv(conv(format!("descriptor.enc{l}b"), c_out, c_out, e.kernel, l)));
-            c = c_out;
+            steps.push(Step::Conv(conv(&format!("enc{l}a"), width, c, e.kernel, l)));
+            c = width * n;
+            steps.push(Step::Conv(conv(&format!("enc{l}b"), width, c, e.kernel, l)));
             if (0..decoders).any(|m| skip_level(m) == l) {
                 steps.push(Step::KeepSkip { level: l, c });
             }
         }
         let mut level = levels - 1;
-        for (m, &d) in e.decoder.iter().enumerate() {
+        for (m, &width) in e.decoder.iter().enumerate() {
             level = skip_level(m);
-            let skip_c = e.encoder[level];
+            let skip_c = e.encoder[level] * n;
             steps.push(Step::UpsampleConcat { level, c, skip_c });
-            steps.push(Step::Conv(conv(format!("descriptor.dec{m}"), d, c + skip_c, e.kernel, level)));
-            c = d;
+            steps.push(Step::Conv(conv(&format!("dec{m}"), width, c + skip_c, e.kernel, level)));
+            c = width * n;
         }
-        steps.push(Step::Head(conv("descriptor.head".into(), e.dim, c, 1, level)));
+        steps.push(Step::Head(conv("head", head, c, 1, level)));
         steps.push(Step::L2Norm { level, c: e.dim });
         steps
+    }
+
+    /// Size of the descriptor's map at `level` for a `w` x `h` image: halved `level` times by the pooling of its kind.
+    pub fn descriptor_level_size(&self, w: u32, h: u32, level: usize) -> (u32, u32) {
+        let mode = match self.descriptor.kind {
+            DescriptorKind::Unet => PoolMode::Mean2x2,
+            DescriptorKind::GroupUnet => PoolMode::BilinearHalf,
+        };
+        (0..level).fold((w, h), |(w, h), _| (mode.halve(w), mode.halve(h)))
     }
 
     /// Descriptor convolutions (the head last) in execution order.
@@ -300,7 +366,7 @@ mod tests {
             .map(|s| match s {
                 Step::Conv(spec) => spec.name.trim_start_matches("descriptor.").to_string(),
                 Step::Head(_) => "head".into(),
-                Step::Pool { level, c } => format!("pool{level}:{c}"),
+                Step::Pool { level, c, .. } => format!("pool{level}:{c}"),
                 Step::KeepSkip { level, c } => format!("keep{level}:{c}"),
                 Step::UpsampleConcat { level, c, skip_c } => format!("up{level}:{c}+{skip_c}"),
                 Step::L2Norm { level, c } => format!("l2norm{level}:{c}"),
@@ -322,6 +388,35 @@ mod tests {
         let kept: Vec<usize> = deep.descriptor_steps().iter().filter_map(|s| if let Step::KeepSkip { level, .. } = s { Some(*level) } else { None }).collect();
         assert_eq!(kept, [1, 2]);
         assert_eq!(deep.descriptor_stride(), 2);
+    }
+
+    #[test]
+    fn descriptor_steps_of_the_group_unet() {
+        let mut c = ModelConfig::default_s_trek();
+        let text = r#"{"kind": "group_unet", "kernel": 3, "encoder": [3, 6, 12, 24], "decoder": [16], "head": 16, "dim": 128}"#;
+        c.descriptor = serde_json::from_str(text).unwrap();
+        c.validate().unwrap();
+        let convs = c.descriptor_convs();
+        let shapes: Vec<_> = convs.iter().map(|s| (s.c_out, s.c_in, s.k, s.level, s.group)).collect();
+        use GroupStructure::{Group, Lift};
+        assert_eq!(shapes[0], (24, 1, 3, 0, Lift));
+        assert_eq!(shapes[7], (192, 192, 3, 3, Group));
+        assert_eq!(shapes[8], (128, 288, 3, 2, Group)); // dec0: 24 upsampled fields, then the 12 of the skip
+        assert_eq!(shapes[9], (128, 128, 1, 2, Group));
+        assert_eq!(c.descriptor_macs_per_pixel(), 50_488.0); // tools/train's count for the same topology
+        assert!(c.descriptor_steps().iter().all(|s| !matches!(s, Step::Pool { mode: PoolMode::Mean2x2, .. })));
+        // ceil halving: 47 -> 24 -> 12 (version 1: 47 -> 23 -> 11)
+        assert_eq!(c.descriptor_level_size(61, 47, 2), (16, 12));
+        assert_eq!(ModelConfig::default_s_trek().descriptor_level_size(61, 47, 2), (15, 11));
+        let mut bad = c.clone();
+        bad.descriptor.head = Some(15);
+        assert!(bad.validate().is_err(), "head x N must be dim");
+        bad.descriptor.head = None;
+        assert!(bad.validate().is_err(), "group_unet needs a head");
+        let mut plain = ModelConfig::default_s_trek();
+        plain.descriptor.head = Some(16);
+        assert!(plain.validate().is_err(), "unet has no head field");
+        assert!(serde_json::from_str::<DescriptorConfig>(&text.replace("group_unet", "other")).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::model::detector::DetectorGpu;
 use crate::model::{nms_settings, pyramid, Level};
 use crate::ops::nms_topk::NmsTopk;
 use crate::ops::preprocess;
-use crate::ops::sample::sample_descriptors;
+use crate::ops::sample::{sample_descriptors, Sampling};
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -370,7 +370,7 @@ impl GpuExtractor {
             &descriptor.map,
             descriptor.map_size,
             dim,
-            self.descriptor.stride as f32,
+            Sampling::new(&self.config, (w, h), descriptor.map_size),
             &descriptors,
         ));
         let staging = gpu.staging("readback", KeypointRecord::BYTES * select.count as u64 + descriptors.size());

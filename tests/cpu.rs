@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use strek::config::{ConvSpec, GroupStructure};
+use strek::config::{ConvSpec, GroupStructure, PoolMode};
 use strek::cpu::conv::{conv, conv1x1_to_map, Kernel, PackedConv};
 use strek::cpu::hwc::{BufferPool, HwcMap};
 use strek::cpu::{unet, CpuExtractor};
@@ -132,14 +132,16 @@ fn head_matches_the_reference() {
 #[test]
 fn unet_ops_match_the_reference_bit_for_bit() {
     let mut rng = Rng::new(15);
-    for &(w, h) in &[(2, 2), (3, 2), (7, 13), (13, 7), (33, 17)] {
+    for &(w, h) in &[(1, 1), (2, 2), (3, 2), (7, 13), (13, 7), (33, 17)] {
         for c in [16, 12] {
             let x = random_map(&mut rng, c, h, w);
             let mut pool = BufferPool::default();
             let input = HwcMap::from_map(&mut pool, &x, 1).unwrap();
-            let pooled = unet::avgpool2(&mut pool, &input).unwrap();
-            assert_border_is_zero(&pooled);
-            assert_eq!(pooled.to_map(), unet_ref::avgpool2_reference(&x), "avgpool2 {w}x{h}x{c}");
+            for mode in [PoolMode::Mean2x2, PoolMode::BilinearHalf] {
+                let pooled = unet::pool(&mut pool, &input, mode).unwrap();
+                assert_border_is_zero(&pooled);
+                assert_eq!(pooled.to_map(), unet_ref::pool_reference(&x, mode), "{mode:?} pool {w}x{h}x{c}");
+            }
         }
         // upsample from the pooled size (and from 1x1) to this size, concat with a skip
         for (iw, ih) in [(w / 2, h / 2), (1, 1)] {
@@ -191,7 +193,7 @@ fn detector_and_descriptor_match_their_references() {
 
 #[test]
 fn cpu_extraction_matches_the_reference_pipeline() {
-    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (130, 131, two_level_config())] {
+    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (130, 131, two_level_config()), (97, 83, group_descriptor_config())] {
         let weights = Weights::random(&config, 21);
         let image = scene(w, h, 4);
         let want = extract_reference(&weights, &image, 200);
@@ -211,7 +213,7 @@ fn cpu_extraction_matches_the_reference_pipeline() {
 #[test]
 fn cpu_and_gpu_paths_give_the_same_features() {
     let gpu = gpu();
-    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config())] {
+    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (97, 83, group_descriptor_config())] {
         let weights = Weights::random(&config, 5);
         let image = scene(w, h, 7);
         let options = strek::Config { max_keypoints: Some(150), ..Default::default() };

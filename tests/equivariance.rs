@@ -14,7 +14,10 @@ use strek::model::detector::DetectorGpu;
 use strek::model::pyramid;
 use strek::ops::preprocess::{resize_reference, to_gray_reference};
 use strek::ops::Map;
-use strek::{GpuExtractor, ModelConfig, Weights};
+use strek::config::{DescriptorConfig, DescriptorKind};
+use strek::image_io::Image;
+use strek::model::extract_reference;
+use strek::{CpuExtractor, Extract, Features, GpuExtractor, ModelConfig, Weights};
 
 fn test_config(n: usize) -> ModelConfig {
     let mut config = ModelConfig::default_s_trek();
@@ -104,4 +107,82 @@ fn extracted_keypoints_of_a_turned_image_are_the_turned_keypoints() {
     }
     // rounding may reorder near-equal scores at the top-k cut; everything else must coincide
     assert!(same >= 294, "only {same} of 300 keypoints follow the quarter turn");
+}
+
+/// The version-2 descriptor of docs/model.md with small widths (fields), as a test model.
+fn group_descriptor_config() -> ModelConfig {
+    let mut config = test_config(8);
+    config.descriptor = DescriptorConfig {
+        kind: DescriptorKind::GroupUnet,
+        kernel: 3,
+        encoder: vec![1, 2, 3],
+        decoder: vec![2],
+        head: Some(4),
+        dim: 32,
+    };
+    config.validate().unwrap();
+    config
+}
+
+/// Pairs (i in a, j in b) of keypoints that a quarter turn `h` maps onto each other.
+fn turned_pairs(a: &Features, b: &Features, h: &strek::geometry::Homography) -> Vec<(usize, usize)> {
+    (0..a.len())
+        .filter_map(|i| {
+            let (x, y) = h.apply(a.keypoints[i][0] as f64, a.keypoints[i][1] as f64).unwrap();
+            let near = |j: &usize| (b.keypoints[*j][0] as f64 - x).abs() < 1e-3 && (b.keypoints[*j][1] as f64 - y).abs() < 1e-3;
+            (0..b.len()).find(near).map(|j| (i, j))
+        })
+        .collect()
+}
+
+/// Version 2's descriptors are invariant to quarter turns on every implementation: the maps turn, the group channels
+/// shift by N/4, the orientation gains pi/2, and the alignment cancels the shift. Image sizes are odd, so ceil
+/// halving and the sampling's true size ratio are exercised; a quarter and a half turn, both directions.
+#[test]
+fn group_descriptors_of_turned_keypoints_are_equal() {
+    let config = group_descriptor_config();
+    let weights = Weights::random(&config, 21);
+    let options = || strek::Config { max_keypoints: Some(60), ..Default::default() };
+    let image = scene(67, 45, 4);
+    let mut gpu_extractor = GpuExtractor::new(gpu(), &weights, options()).unwrap();
+    let mut cpu_extractor = CpuExtractor::new(&weights, options()).unwrap();
+    let mut runs: Vec<(&str, Box<dyn FnMut(&Image) -> Features>)> = vec![
+        ("gpu", Box::new(|i: &Image| gpu_extractor.extract(i).unwrap())),
+        ("cpu", Box::new(|i: &Image| cpu_extractor.extract(i).unwrap())),
+        ("reference", Box::new(|i: &Image| extract_reference(&weights, i, 60))),
+    ];
+    for (name, extract) in runs.iter_mut() {
+        let a = extract(&image);
+        assert_eq!(a.len(), 60, "{name}");
+        for angle in [90.0, 180.0, 270.0] {
+            let (turned, h) = rotate_image(&image, angle);
+            let b = extract(&turned);
+            let pairs = turned_pairs(&a, &b, &h);
+            assert!(pairs.len() >= 57, "{name} {angle}: only {} of 60 keypoints follow the turn", pairs.len());
+            let mut worst = 0f32;
+            for (i, j) in pairs {
+                let (da, db) = (&a.descriptors[i * 32..][..32], &b.descriptors[j * 32..][..32]);
+                worst = da.iter().zip(db).fold(worst, |m, (x, y)| m.max((x - y).abs()));
+            }
+            assert!(worst < 1e-4, "{name} {angle}: descriptors of turned keypoints differ by {worst}");
+        }
+    }
+}
+
+/// The control: version 1's descriptor is not built to be invariant, and a random one is not; the test above would
+/// catch an alignment that did nothing.
+#[test]
+fn plain_descriptors_of_turned_keypoints_differ() {
+    let config = test_config(8);
+    let weights = Weights::random(&config, 22);
+    let image = scene(67, 45, 4);
+    let a = extract_reference(&weights, &image, 60);
+    let (turned, h) = rotate_image(&image, 90.0);
+    let b = extract_reference(&weights, &turned, 60);
+    let dim = config.descriptor.dim;
+    let worst = turned_pairs(&a, &b, &h)
+        .into_iter()
+        .flat_map(|(i, j)| a.descriptors[i * dim..][..dim].iter().zip(&b.descriptors[j * dim..][..dim]).map(|(x, y)| (x - y).abs()).collect::<Vec<_>>())
+        .fold(0f32, f32::max);
+    assert!(worst > 0.05, "version 1 descriptors unexpectedly invariant ({worst})");
 }

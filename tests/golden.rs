@@ -1,5 +1,7 @@
 //! Parity with the trainer: the engine's reference and GPU paths on the golden input give the float64 outputs of
-//! the PyTorch model that exported `weights/strek.safetensors` (tests/golden/README.md).
+//! the PyTorch model that exported each shipped weights file (tests/golden/README.md): the default
+//! `weights/strek.safetensors` (descriptor version 1) and `weights/strek-v2.safetensors` (version 2, whose golden
+//! file also pins the orientation-aligned sampling at fixed keypoints).
 
 mod common;
 use common::*;
@@ -8,7 +10,9 @@ use std::path::Path;
 use strek::image_io::Image;
 use strek::model::descriptor::{descriptor_reference, DescriptorGpu};
 use strek::model::detector::detector_reference;
+use strek::features::KeypointRecord;
 use strek::ops::preprocess::to_gray_reference;
+use strek::ops::sample::{sample_descriptors, sample_reference, Sampling};
 use strek::ops::Map;
 use strek::Weights;
 
@@ -18,12 +22,20 @@ struct Golden {
     heatmap: Map,
     orientation: Map,
     descriptor_map: Map,
+    /// Version 2: level-0 keypoints (x, y, orientation) and their aligned descriptors [K, D].
+    keypoints: Option<(Vec<KeypointRecord>, Vec<f32>)>,
 }
 
-fn load_golden() -> (Weights, Golden) {
+/// Each shipped weights file and its golden vectors.
+const GOLDEN: [(&str, &str); 2] = [
+    (strek::DEFAULT_WEIGHTS, "tests/golden/golden.safetensors"),
+    ("weights/strek-v2.safetensors", "tests/golden/golden-v2.safetensors"),
+];
+
+fn load_golden((weights, golden): (&str, &str)) -> (Weights, Golden) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let weights = Weights::load(&root.join(strek::DEFAULT_WEIGHTS)).expect("the shipped weights load");
-    let bytes = std::fs::read(root.join("tests/golden/golden.safetensors")).expect("golden vectors present");
+    let weights = Weights::load(&root.join(weights)).expect("the shipped weights load");
+    let bytes = std::fs::read(root.join(golden)).expect("golden vectors present");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let f64_map = |name: &str| {
         let t = st.tensor(name).unwrap();
@@ -44,8 +56,19 @@ fn load_golden() -> (Weights, Golden) {
         heatmap: f64_map("heatmap"),
         orientation: f64_map("orientation"),
         descriptor_map: f64_map("descriptor_map"),
+        keypoints: st.tensor("keypoints").ok().map(|_| {
+            let k = f64_map("keypoints");
+            let records = k.data.chunks_exact(3).map(|p| KeypointRecord { x: p[0], y: p[1], orientation: p[2], valid: 1.0, ..Default::default() });
+            (records.collect(), f64_map("descriptors").data)
+        }),
     };
+    assert_eq!(golden.keypoints.is_some(), weights.config.descriptor.kind == strek::config::DescriptorKind::GroupUnet);
     (weights, golden)
+}
+
+fn sampling(weights: &Weights, golden: &Golden) -> Sampling {
+    let (m, image) = (&golden.descriptor_map, &golden.image);
+    Sampling::new(&weights.config, (image.width, image.height), (m.w as u32, m.h as u32))
 }
 
 /// Orientation where the two best bins are clearly apart (elsewhere rounding may pick the other bin).
@@ -68,7 +91,16 @@ fn assert_orientations(what: &str, got: &Map, golden: &Golden) {
 
 #[test]
 fn reference_matches_the_trainer() {
-    let (weights, golden) = load_golden();
+    GOLDEN.into_iter().for_each(reference_matches)
+}
+
+#[test]
+fn gpu_matches_the_trainer() {
+    GOLDEN.into_iter().for_each(gpu_matches)
+}
+
+fn reference_matches(files: (&str, &str)) {
+    let (weights, golden) = load_golden(files);
     assert_eq!(weights.config.group_order, golden.group_logits.c);
     let gray = to_gray_reference(&golden.image, weights.config.input);
     let (logits, heatmap, orientation) = detector_reference(&weights.detector(), &gray);
@@ -79,11 +111,14 @@ fn reference_matches_the_trainer() {
     let map = descriptor_reference(&weights.descriptor(), &weights.config, &gray);
     assert_eq!((map.c, map.h, map.w), (golden.descriptor_map.c, golden.descriptor_map.h, golden.descriptor_map.w));
     assert_close("descriptor map", &map.data, &golden.descriptor_map.data, 1e-4);
+    if let Some((keypoints, descriptors)) = &golden.keypoints {
+        let got = sample_reference(&map, sampling(&weights, &golden), keypoints);
+        assert_close("aligned descriptors", &got, descriptors, 1e-4);
+    }
 }
 
-#[test]
-fn gpu_matches_the_trainer() {
-    let (weights, golden) = load_golden();
+fn gpu_matches(files: (&str, &str)) {
+    let (weights, golden) = load_golden(files);
     let gpu = gpu();
     let gray = to_gray_reference(&golden.image, weights.config.input);
     let (w, h) = (gray.w as u32, gray.h as u32);
@@ -104,4 +139,11 @@ fn gpu_matches_the_trainer() {
     let g = &golden.descriptor_map;
     assert_eq!(plan.map_size, (g.w as u32, g.h as u32));
     assert_close("gpu descriptor map", &download(&plan.map, g.c, g.h, g.w).data, &g.data, 1e-4);
+    if let Some((keypoints, descriptors)) = &golden.keypoints {
+        let kb = gpu.storage_with("keypoints", bytemuck::cast_slice(keypoints));
+        let out = gpu.storage("descriptors", 4 * descriptors.len() as u64);
+        let count = keypoints.len() as u32;
+        gpu.run(&[sample_descriptors(gpu, &kb, count, &plan.map, plan.map_size, g.c as u32, sampling(&weights, &golden), &out)]).unwrap();
+        assert_close("gpu aligned descriptors", &gpu.read_f32(&out, descriptors.len()).unwrap(), descriptors, 1e-4);
+    }
 }

@@ -14,7 +14,8 @@ use strek::ops::conv::{conv2d_reference, out_len, GpuConv};
 use strek::features::KeypointRecord;
 use strek::ops::nms_topk::{nms_topk_reference, LevelGeom, NmsSettings, NmsTopk};
 use strek::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
-use strek::ops::sample::{sample_descriptors, sample_reference};
+use strek::ops::sample::{sample_descriptors, sample_reference, Sampling};
+use strek::config::PoolMode;
 use strek::ops::{preprocess, unet, Map};
 use strek::rng::Rng;
 use strek::weights::{ConvWeights, Weights};
@@ -190,13 +191,17 @@ fn nms_topk_matches_reference_exactly() {
 fn unet_ops_match_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(6);
-    for &(w, h) in &[(2, 2), (7, 13), (13, 7), (67, 45)] {
+    for &(w, h) in &[(1, 1), (2, 2), (7, 13), (13, 7), (67, 45)] {
         let c = 5;
         let x = random_map(&mut rng, c, h, w);
-        let pooled = gpu.storage("pooled", 4 * (c * (w / 2) * (h / 2)) as u64);
-        gpu.run(&[unet::avgpool2(gpu, &upload(&x), &pooled, (w as u32, h as u32), c as u32)]).unwrap();
-        let want = unet::avgpool2_reference(&x);
-        assert_close(&format!("avgpool2 {w}x{h}"), &download(&pooled, c, h / 2, w / 2).data, &want.data, 1e-6);
+        for mode in [PoolMode::Mean2x2, PoolMode::BilinearHalf] {
+            let (pw, ph) = (mode.halve(w as u32) as usize, mode.halve(h as u32) as usize);
+            let pooled = gpu.storage("pooled", 4 * (c * pw * ph).max(1) as u64);
+            gpu.run(&[unet::pool(gpu, &upload(&x), &pooled, (w as u32, h as u32), c as u32, mode)]).unwrap();
+            let want = unet::pool_reference(&x, mode);
+            assert_eq!((want.w, want.h), (pw, ph));
+            assert_close(&format!("{mode:?} pool {w}x{h}"), &download(&pooled, c, ph, pw).data, &want.data, 1e-6);
+        }
 
         let small = random_map(&mut rng, 4, (h / 2).max(1), (w / 2).max(1));
         let skip = random_map(&mut rng, 3, h, w);
@@ -217,23 +222,28 @@ fn unet_ops_match_reference() {
 fn descriptor_sampling_matches_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(7);
-    for &(w, h, dim, count) in &[(1, 1, 4, 3), (9, 7, 16, 65), (33, 17, 128, 1000)] {
+    // version 1 (stride 4, no alignment) and version 2 (odd image sizes, aligned over 8 or 4 group channels)
+    let cases = [(1, 1, 4, 3, 0), (9, 7, 16, 65, 0), (33, 17, 128, 1000, 0), (1, 1, 8, 3, 8), (9, 7, 16, 65, 8), (33, 17, 128, 1000, 8), (5, 3, 12, 77, 4)];
+    for &(w, h, dim, count, group_order) in &cases {
         let map = random_map(&mut rng, dim, h, w);
-        let stride = 4.0;
+        let (iw, ih) = (4 * w as u32 - 1, 4 * h as u32 - 3);
+        let sampling = Sampling { scale: [w as f32 / iw as f32, h as f32 / ih as f32], group_order };
         let keypoints: Vec<KeypointRecord> = (0..count)
-            .map(|_| KeypointRecord {
+            .map(|i| KeypointRecord {
                 // some fall outside the map on purpose: sampling clamps
-                x: rng.range(-10.0, w as f32 * stride + 10.0),
-                y: rng.range(-10.0, h as f32 * stride + 10.0),
+                x: rng.range(-10.0, iw as f32 + 10.0),
+                y: rng.range(-10.0, ih as f32 + 10.0),
+                // orientations in [0, 2pi) as the detector gives them, some exactly on bins
+                orientation: if i % 5 == 0 { (i % 8) as f32 * std::f32::consts::FRAC_PI_4 } else { rng.range(0.0, std::f32::consts::TAU) },
                 valid: 1.0,
                 ..Default::default()
             })
             .collect();
         let kb = gpu.storage_with("keypoints", bytemuck::cast_slice(&keypoints));
         let out = gpu.storage("descriptors", 4 * (count * dim) as u64);
-        let d = sample_descriptors(gpu, &kb, count as u32, &upload(&map), (w as u32, h as u32), dim as u32, stride, &out);
+        let d = sample_descriptors(gpu, &kb, count as u32, &upload(&map), (w as u32, h as u32), dim as u32, sampling, &out);
         gpu.run(&[d]).unwrap();
-        let want = sample_reference(&map, stride, &keypoints);
-        assert_close(&format!("sample {w}x{h} D{dim}"), &gpu.read_f32(&out, count * dim).unwrap(), &want, 1e-5);
+        let want = sample_reference(&map, sampling, &keypoints);
+        assert_close(&format!("sample {w}x{h} D{dim} N{group_order}"), &gpu.read_f32(&out, count * dim).unwrap(), &want, 1e-5);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::conv::{conv, conv1x1_to_map, Kernel, PackedConv};
 use super::hwc::{BufferPool, HwcMap};
-use super::unet::{avgpool2, l2norm, upsample_concat};
+use super::unet::{l2norm, pool as pool_map, upsample_concat};
 use crate::config::{ModelConfig, Step};
 use crate::error::Result;
 use crate::ops::Map;
@@ -32,7 +32,7 @@ impl CpuDescriptor {
         for step in &self.steps {
             let y = match step {
                 Step::Conv(_) => conv(pool, &x, next_layer(), true, true, kernel)?,
-                Step::Pool { .. } => avgpool2(pool, &x)?,
+                Step::Pool { mode, .. } => pool_map(pool, &x, *mode)?,
                 Step::KeepSkip { level, .. } => {
                     kept = Some(*level);
                     continue;

@@ -24,7 +24,7 @@ use crate::image_io::Image;
 use crate::model::{nms_settings, pyramid};
 use crate::ops::nms_topk::nms_topk_reference;
 use crate::ops::preprocess::{resize_reference, to_gray_reference};
-use crate::ops::sample::sample_reference;
+use crate::ops::sample::{sample_reference, Sampling};
 use crate::weights::Weights;
 use conv::Kernel;
 use descriptor::CpuDescriptor;
@@ -199,7 +199,8 @@ impl CpuExtractor {
         clock.lap(3);
         let map = self.descriptor.run(pool, &gray, self.kernel)?;
         clock.lap(4);
-        let descriptors = sample_reference(&map, config.descriptor_stride() as f32, &records);
+        let sampling = Sampling::new(config, (image.width, image.height), (map.w as u32, map.h as u32));
+        let descriptors = sample_reference(&map, sampling, &records);
         pool.give(map.data);
         features.push_records(&records, &descriptors);
         clock.lap(5);

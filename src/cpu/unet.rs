@@ -1,15 +1,27 @@
-//! The descriptor U-Net's pooling, upsampling + skip concatenation and L2 normalisation on the CPU, in the layouts
+//! The descriptor U-Net's pooling, bilinear resizing (+ skip concatenation) and L2 normalisation on the CPU, in the layouts
 //! of the CPU path (channels-last with a zero border; the final map channel-major). Each computes exactly what its
 //! reference in `ops::unet` computes, in the same order of operations.
 
 use super::hwc::{BufferPool, HwcMap};
+use crate::config::PoolMode;
 use crate::error::Result;
 use crate::ops::unet::bilinear_source;
 use crate::ops::Map;
 use rayon::prelude::*;
 
+/// The descriptor's pooling by `mode`; the output keeps the input's border width.
+pub fn pool(pool: &mut BufferPool, x: &HwcMap, mode: PoolMode) -> Result<HwcMap> {
+    match mode {
+        PoolMode::Mean2x2 => avgpool2(pool, x),
+        PoolMode::BilinearHalf => {
+            let (w, h) = (mode.halve(x.w as u32) as usize, mode.halve(x.h as u32) as usize);
+            resize_concat(pool, x, None, w, h, x.pad)
+        }
+    }
+}
+
 /// 2x2 mean, stride 2, odd last row and column dropped; the output keeps the input's border width.
-pub fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> Result<HwcMap> {
+fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> Result<HwcMap> {
     let (w, h, pad) = (x.w / 2, x.h / 2, x.pad);
     let mut out = HwcMap::take(pool, x.c, w, h, w + 2 * pad, pad)?;
     let (cs, src) = (x.cs, &x.data);
@@ -31,8 +43,13 @@ pub fn avgpool2(pool: &mut BufferPool, x: &HwcMap) -> Result<HwcMap> {
 
 /// `concat([upsample_bilinear(y, size of skip), skip])` over channels, with the skip's border width.
 pub fn upsample_concat(pool: &mut BufferPool, y: &HwcMap, skip: &HwcMap) -> Result<HwcMap> {
-    let (w, h, pad) = (skip.w, skip.h, skip.pad);
-    let mut out = HwcMap::take(pool, y.c + skip.c, w, h, w + 2 * pad, pad)?;
+    resize_concat(pool, y, Some(skip), skip.w, skip.h, skip.pad)
+}
+
+/// `y` resized bilinearly to `w` x `h` (align_corners = false), followed by the channels of `skip` if any.
+fn resize_concat(pool: &mut BufferPool, y: &HwcMap, skip: Option<&HwcMap>, w: usize, h: usize, pad: usize) -> Result<HwcMap> {
+    let skip_c = skip.map_or(0, |s| s.c);
+    let mut out = HwcMap::take(pool, y.c + skip_c, w, h, w + 2 * pad, pad)?;
     let (cs, yc) = (out.cs, y.c);
     let columns: Vec<_> = (0..w).map(|u| bilinear_source(u, y.w, w)).collect();
     let row_len = out.pitch * cs;
@@ -47,9 +64,11 @@ pub fn upsample_concat(pool: &mut BufferPool, y: &HwcMap, skip: &HwcMap) -> Resu
                 let bottom = y.data[c + ch] * (1.0 - fx) + y.data[d + ch] * fx;
                 *value = top * (1.0 - fy) + bottom * fy;
             }
-            let s = skip.at(v, u);
-            o[yc..yc + skip.c].copy_from_slice(&skip.data[s..s + skip.c]);
-            o[yc + skip.c..].fill(0.0);
+            if let Some(skip) = skip {
+                let s = skip.at(v, u);
+                o[yc..yc + skip_c].copy_from_slice(&skip.data[s..s + skip_c]);
+            }
+            o[yc + skip_c..].fill(0.0);
         }
     });
     out.zero_border();

@@ -6,7 +6,6 @@ use crate::extract::Extract;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::image_io::Image;
-use crate::model::descriptor::level_size;
 use crate::model::pyramid;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,7 +34,7 @@ impl Macs {
             .descriptor_convs()
             .iter()
             .map(|conv| {
-                let (lw, lh) = level_size(w, h, conv.level);
+                let (lw, lh) = config.descriptor_level_size(w, h, conv.level);
                 lw as f64 * lh as f64 * (conv.c_out * conv.c_in * conv.k * conv.k) as f64
             })
             .sum();

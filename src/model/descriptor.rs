@@ -1,10 +1,12 @@
-//! The descriptor U-Net (docs/model.md, Descriptor): encoder of paired 3x3 convolutions with 2x2 average pooling,
-//! decoder of bilinear upsampling + skip concatenation + convolution, a 1x1 head and L2 normalisation.
+//! The descriptor U-Net (docs/model.md, Descriptor): encoder of paired 3x3 convolutions with pooling between
+//! levels, decoder of bilinear upsampling + skip concatenation + convolution, a 1x1 head and L2 normalisation. Both
+//! versions run the same steps (`ModelConfig::descriptor_steps`); version 2's convolutions are group convolutions
+//! stored dense, so only its pooling differs here.
 
 use crate::config::{ModelConfig, Step};
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::conv::{conv2d_reference, GpuConv};
-use crate::ops::unet::{avgpool2, avgpool2_reference, l2norm, l2norm_reference, upsample_concat, upsample_concat_reference};
+use crate::ops::unet::{l2norm, l2norm_reference, pool, pool_reference, upsample_concat, upsample_concat_reference};
 use crate::ops::Map;
 use crate::weights::ConvWeights;
 
@@ -19,7 +21,7 @@ pub fn descriptor_reference(layers: &[ConvWeights], config: &ModelConfig, image:
                 let layer = layers.next().expect("one layer per convolution step (checked by the loader)");
                 conv2d_reference(&x, layer, layer.spec.k / 2, matches!(step, Step::Conv(_)))
             }
-            Step::Pool { .. } => avgpool2_reference(&x),
+            Step::Pool { mode, .. } => pool_reference(&x, mode),
             Step::KeepSkip { level, .. } => {
                 skips[level] = Some(x.clone());
                 x
@@ -31,16 +33,11 @@ pub fn descriptor_reference(layers: &[ConvWeights], config: &ModelConfig, image:
     x
 }
 
-/// Size of the map at encoder level `l` of a `w` x `h` image.
-pub fn level_size(w: u32, h: u32, l: usize) -> (u32, u32) {
-    (w >> l, h >> l)
-}
-
 pub struct DescriptorGpu {
     layers: Vec<GpuConv>,
     steps: Vec<Step>,
+    config: ModelConfig,
     pub dim: usize,
-    pub stride: usize,
 }
 
 /// The descriptor's buffers and dispatches for one image size.
@@ -56,15 +53,15 @@ impl DescriptorGpu {
         DescriptorGpu {
             layers: layers.iter().map(|l| GpuConv::upload(gpu, l)).collect(),
             steps: config.descriptor_steps(),
+            config: config.clone(),
             dim: config.descriptor.dim,
-            stride: config.descriptor_stride(),
         }
     }
 
     /// Largest buffer (bytes) the plan of a `w` x `h` image allocates: one per step's output.
     pub fn largest_buffer(&self, w: u32, h: u32) -> u64 {
         let bytes = |s: &Step| {
-            let (lw, lh) = level_size(w, h, s.level());
+            let (lw, lh) = self.config.descriptor_level_size(w, h, s.level());
             4 * s.channels() as u64 * lw as u64 * lh as u64
         };
         self.steps.iter().map(bytes).max().unwrap_or(0)
@@ -84,7 +81,7 @@ impl DescriptorGpu {
         let mut x = input.clone();
         let mut size = (w, h);
         for step in &self.steps {
-            let out_size = level_size(w, h, step.level());
+            let out_size = self.config.descriptor_level_size(w, h, step.level());
             let out = match step {
                 Step::KeepSkip { level, .. } => {
                     skips[*level] = Some(x.clone());
@@ -98,7 +95,7 @@ impl DescriptorGpu {
                     let (pad, relu) = if matches!(step, Step::Conv(_)) { (layer.spec.k as u32 / 2, true) } else { (0, false) };
                     layer.dispatch(gpu, &x, &out, size, pad, relu)
                 }
-                Step::Pool { c, .. } => avgpool2(gpu, &x, &out, size, *c as u32),
+                Step::Pool { c, mode, .. } => pool(gpu, &x, &out, size, *c as u32, *mode),
                 Step::UpsampleConcat { level, c, skip_c } => {
                     let skip = skips[*level].as_ref().expect("kept");
                     upsample_concat(gpu, &x, skip, &out, size, out_size, *c as u32, *skip_c as u32)

@@ -9,7 +9,7 @@ use crate::features::Features;
 use crate::image_io::Image;
 use crate::ops::nms_topk::{nms_topk_reference, LevelGeom, NmsSettings};
 use crate::ops::preprocess::{resize_reference, to_gray_reference};
-use crate::ops::sample::sample_reference;
+use crate::ops::sample::{sample_reference, Sampling};
 use crate::weights::Weights;
 
 /// One pyramid level: its image size and its heatmap's place in the pooled score buffer.
@@ -75,7 +75,8 @@ pub fn extract_reference(weights: &Weights, image: &Image, max_keypoints: usize)
     let pooled: Vec<_> = levels.iter().zip(&maps).map(|(l, (s, o))| (l.geom, s, o)).collect();
     let records = nms_topk_reference(&pooled, &nms_settings(config, max_keypoints));
     let map = descriptor::descriptor_reference(&weights.descriptor(), config, &gray);
-    let descriptors = sample_reference(&map, config.descriptor_stride() as f32, &records);
+    let sampling = Sampling::new(config, (image.width, image.height), (map.w as u32, map.h as u32));
+    let descriptors = sample_reference(&map, sampling, &records);
     features.push_records(&records, &descriptors);
     features
 }

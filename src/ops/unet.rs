@@ -1,6 +1,8 @@
-//! The descriptor U-Net's pooling, upsampling + skip concatenation and L2 normalisation (shaders/unet.wgsl).
+//! The descriptor U-Net's pooling, bilinear resizing (+ skip concatenation) and L2 normalisation
+//! (shaders/unet.wgsl).
 
 use super::Map;
+use crate::config::PoolMode;
 use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
 
 pub const SHADER: Shader = Shader { name: "unet", source: include_str!("../../shaders/unet.wgsl") };
@@ -41,10 +43,26 @@ pub fn bilinear_source(u: usize, n_in: usize, n_out: usize) -> (usize, usize, f3
     (i0, i1, c - i0 as f32)
 }
 
+/// Reference of the descriptor's pooling by `mode`.
+pub fn pool_reference(x: &Map, mode: PoolMode) -> Map {
+    match mode {
+        PoolMode::Mean2x2 => avgpool2_reference(x),
+        PoolMode::BilinearHalf => {
+            let (w, h) = (mode.halve(x.w as u32) as usize, mode.halve(x.h as u32) as usize);
+            resize_concat_reference(x, None, w, h)
+        }
+    }
+}
+
 /// Reference: `concat([upsample_bilinear(y, size of skip), skip])`.
 pub fn upsample_concat_reference(y: &Map, skip: &Map) -> Map {
-    let (oh, ow) = (skip.h, skip.w);
-    let mut out = Map::zeros(y.c + skip.c, oh, ow);
+    resize_concat_reference(y, Some(skip), skip.w, skip.h)
+}
+
+/// Reference: `y` resized bilinearly to `ow` x `oh` (align_corners = false), followed by the channels of `skip`.
+fn resize_concat_reference(y: &Map, skip: Option<&Map>, ow: usize, oh: usize) -> Map {
+    let skip_c = skip.map_or(0, |s| s.c);
+    let mut out = Map::zeros(y.c + skip_c, oh, ow);
     for c in 0..y.c {
         for v in 0..oh {
             let (y0, y1, fy) = bilinear_source(v, y.h, oh);
@@ -56,7 +74,9 @@ pub fn upsample_concat_reference(y: &Map, skip: &Map) -> Map {
             }
         }
     }
-    out.data[y.c * oh * ow..].copy_from_slice(&skip.data);
+    if let Some(skip) = skip {
+        out.data[y.c * oh * ow..].copy_from_slice(&skip.data);
+    }
     out
 }
 
@@ -78,12 +98,21 @@ fn shape(in_w: u32, in_h: u32, out_w: u32, out_h: u32, c: u32, c_skip: u32) -> S
     Shape { in_w, in_h, out_w, out_h, c, c_skip, _pad: [0; 2] }
 }
 
-pub fn avgpool2(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32) -> Dispatch {
-    let p = gpu.uniform("pool shape", &shape(w, h, w / 2, h / 2, c, 0));
-    gpu.dispatch(SHADER, "avgpool2", &[(0, &p), (1, input), (2, output)], groups_2d(w / 2, h / 2, 8, c))
+/// The descriptor's pooling by `mode` of a `c` x `h` x `w` map.
+pub fn pool(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32, mode: PoolMode) -> Dispatch {
+    let (ow, oh) = (mode.halve(w), mode.halve(h));
+    match mode {
+        PoolMode::Mean2x2 => {
+            let p = gpu.uniform("pool shape", &shape(w, h, ow, oh, c, 0));
+            gpu.dispatch(SHADER, "avgpool2", &[(0, &p), (1, input), (2, output)], groups_2d(ow, oh, 8, c))
+        }
+        // Bilinear resizing is resize_concat without skip channels; the unused skip binding gets the input.
+        PoolMode::BilinearHalf => upsample_concat(gpu, input, input, output, (w, h), (ow, oh), c, 0),
+    }
 }
 
-/// `y` is `c` x `in`; `skip` is `c_skip` x `out`; `output` receives `c + c_skip` x `out`.
+/// `y` is `c` x `in`; `skip` is `c_skip` x `out`; `output` receives `c + c_skip` x `out`: `y` resized bilinearly,
+/// then the skip.
 pub fn upsample_concat(
     gpu: &Gpu,
     y: &wgpu::Buffer,
@@ -96,7 +125,7 @@ pub fn upsample_concat(
 ) -> Dispatch {
     let p = gpu.uniform("upsample shape", &shape(in_w, in_h, out_w, out_h, c, c_skip));
     let bindings = [(0, &p), (1, y), (2, output), (3, skip)];
-    gpu.dispatch(SHADER, "upsample_concat", &bindings, groups_2d(out_w, out_h, 8, c + c_skip))
+    gpu.dispatch(SHADER, "resize_concat", &bindings, groups_2d(out_w, out_h, 8, c + c_skip))
 }
 
 pub fn l2norm(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32) -> Dispatch {

@@ -73,6 +73,21 @@ pub fn two_level_config() -> ModelConfig {
     config
 }
 
+/// The two-level config with the version-2 descriptor of docs/model.md (the group U-Net at its default widths).
+pub fn group_descriptor_config() -> ModelConfig {
+    let mut config = two_level_config();
+    config.descriptor = strek::config::DescriptorConfig {
+        kind: strek::config::DescriptorKind::GroupUnet,
+        kernel: 3,
+        encoder: vec![3, 6, 12, 24],
+        decoder: vec![16],
+        head: Some(16),
+        dim: 128,
+    };
+    config.validate().expect("the version-2 defaults are valid");
+    config
+}
+
 /// Keypoints that the two share (same position within 1e-3 px), with their scores (1e-4 relative), orientations
 /// (1e-2 rad), scales (equal) and descriptors (cosine > 0.9999) compared; returns how many were shared.
 pub fn shared_keypoints(got: &Features, want: &Features) -> usize {

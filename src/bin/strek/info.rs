@@ -4,6 +4,7 @@ use crate::Common;
 use std::process::ExitCode;
 use strek::cpu::conv::Kernel;
 use strek::session::resolve_auto;
+use strek::config::DescriptorKind;
 use strek::{Device, Gpu, ModelConfig, Weights};
 
 pub fn run(common: &Common) -> strek::Result<ExitCode> {
@@ -39,10 +40,14 @@ pub fn run(common: &Common) -> strek::Result<ExitCode> {
         None => ModelConfig::default_s_trek(),
     };
     println!(
-        "model: C{} detector {} MAC/px per level, receptive field {}; descriptor {:.0} MAC/px, {}-D",
+        "model: C{} detector {} MAC/px per level, receptive field {}; descriptor {} {:.0} MAC/px, {}-D",
         config.group_order,
         config.detector_macs_per_pixel(),
         config.receptive_field(),
+        match config.descriptor.kind {
+            DescriptorKind::Unet => "unet (version 1)",
+            DescriptorKind::GroupUnet => "group_unet (version 2, rotation-invariant)",
+        },
         config.descriptor_macs_per_pixel(),
         config.descriptor.dim
     );
