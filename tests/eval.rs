@@ -391,3 +391,54 @@ fn bench_prints_per_stage_times_in_a_ci_sized_run() {
     assert!(images.join("72x40").join("1.png").is_file());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn noise_is_seeded_has_the_asked_spread_and_spares_alpha() {
+    let grey = strek::Image { width: 200, height: 100, channels: 2, samples: strek::image_io::Samples::U8([128u8, 200].repeat(200 * 100)) };
+    let a = strek::eval::with_noise(&grey, 0.05, 7);
+    assert_eq!(a, strek::eval::with_noise(&grey, 0.05, 7), "the same seed gives the same noise");
+    assert_ne!(a, strek::eval::with_noise(&grey, 0.05, 8));
+    let strek::image_io::Samples::U8(v) = &a.samples else { panic!("the sample type is kept") };
+    assert!(v.iter().skip(1).step_by(2).all(|&alpha| alpha == 200), "alpha is not noise");
+    let gray: Vec<f64> = v.iter().step_by(2).map(|&x| x as f64 - 128.0).collect();
+    let (mean, var) = (gray.iter().sum::<f64>() / gray.len() as f64, gray.iter().map(|d| d * d).sum::<f64>() / gray.len() as f64);
+    assert!(mean.abs() < 0.5 && (var.sqrt() - 0.05 * 255.0).abs() < 0.3, "mean {mean}, std {}", var.sqrt());
+    assert_eq!(strek::eval::with_noise(&grey, 0.0, 7), grey);
+}
+
+/// `--noise`: the second image of each pair gets noise and a name that says so; zero noise changes no number, strong
+/// noise lowers matching.
+#[test]
+fn eval_noise_option_names_noisy_images_and_lowers_matching() {
+    let dir = temp_dir("noise");
+    let root = dir.join("tiny");
+    tiny_set(&root, 96, 72);
+    // the shipped model: a random one matches too little for noise to show
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join(strek::DEFAULT_WEIGHTS);
+    let run = |noise: Option<&str>, json_out: &Path| {
+        let mut cmd = strek();
+        cmd.args(["--device", "cpu", "eval"]).arg(&root).args(["--k", "200", "--rotate", "90", "--max-side", "80", "--weights"]);
+        cmd.arg(&weights).arg("--json").arg(json_out).arg("--export-images").arg(dir.join(format!("images-{}", noise.unwrap_or("clean"))));
+        if let Some(std) = noise {
+            cmd.args(["--noise", std]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json(json_out)
+    };
+    let mma = |report: &serde_json::Value| -> f64 {
+        let pairs = report["datasets"][0]["pairs"].as_array().unwrap();
+        pairs.iter().map(|p| p["mma"][1].as_f64().unwrap()).sum::<f64>() / pairs.len() as f64
+    };
+    let clean = run(None, &dir.join("clean.json"));
+    let zero = run(Some("0"), &dir.join("zero.json"));
+    let strong = run(Some("0.3"), &dir.join("strong.json"));
+    assert_eq!(mma(&clean), mma(&zero), "zero noise changes nothing");
+    assert!(mma(&strong) < mma(&clean) - 0.1, "noise of std 0.3 must hurt: {} vs {}", mma(&strong), mma(&clean));
+    for name in ["a/1.png", "a/2_noise0.3.png", "a/1_rot90_noise0.3.png", "b/3_noise0.3.png"] {
+        assert!(dir.join("images-0.3/tiny").join(name).is_file(), "{name}");
+    }
+    let out = strek().args(["eval"]).arg(&root).arg("--noise=-1").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("standard deviation"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -18,7 +18,8 @@ use crate::extract::Extract;
 use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::geometry::{rotate_image, Homography};
-use crate::image_io::Image;
+use crate::image_io::{Image, Samples};
+use crate::rng::Rng;
 use crate::matcher::Matcher;
 use dataset::DataSet;
 use metrics::{evaluate_pair, Protocol};
@@ -86,6 +87,34 @@ pub fn rotated_name(angle: f64) -> String {
     format!("1_rot{angle}")
 }
 
+/// Name of an evaluated image with Gaussian noise of `std` added: `2_noise0.05`, `1_rot90_noise0.05`. Features
+/// that another program computed on the clean image are never found under it.
+pub fn noisy_name(name: &str, std: f64) -> String {
+    format!("{name}_noise{std}")
+}
+
+/// `image` with independent Gaussian noise of standard deviation `std` (in units of the full sample range: 0.05 is
+/// 5 % of 255) added to every sample but alpha, rounded and clamped to the sample type, as a sensor's stored
+/// output would be. Seeded: the same image, std and seed give the same noise.
+pub fn with_noise(image: &Image, std: f64, seed: u64) -> Image {
+    let mut rng = Rng::new(seed);
+    let channels = image.channels as usize;
+    let colour = |i: usize| channels == 1 || channels == 3 || i % channels != channels - 1;
+    let mut noisy = |v: f64, max: f64, i: usize| if colour(i) { (v + rng.normal() as f64 * std * max).round().clamp(0.0, max) } else { v };
+    let samples = match &image.samples {
+        Samples::U8(v) => Samples::U8(v.iter().enumerate().map(|(i, &x)| noisy(x as f64, 255.0, i) as u8).collect()),
+        Samples::U16(v) => Samples::U16(v.iter().enumerate().map(|(i, &x)| noisy(x as f64, 65535.0, i) as u16).collect()),
+    };
+    Image { samples, ..image.clone() }
+}
+
+/// Seed of the noise of one evaluated image: from its set, sequence and name, so that every method and every run
+/// sees the same noisy image.
+fn noise_seed(key: &ImageKey) -> u64 {
+    let text = format!("{}/{}/{}", key.set, key.sequence, key.image);
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 /// Features computed on a resized copy of the evaluated image (same aspect ratio within 1 %) are mapped to its
 /// pixels; any other size is an error.
 pub fn to_image_size(mut f: Features, size: [u32; 2]) -> std::result::Result<Features, String> {
@@ -117,6 +146,9 @@ pub struct Options {
     pub export_images: Option<PathBuf>,
     /// Writes the engine's features here as npz (the layout `--features` reads).
     pub save_features: Option<PathBuf>,
+    /// Gaussian noise of this standard deviation (0-1 range) on the second image of every pair (image 2..K and the
+    /// rotated copies); image 1 stays clean.
+    pub noise: Option<f64>,
 }
 
 /// The images of one sequence as evaluated, with their names and ground truth (image 1 to each).
@@ -150,6 +182,12 @@ fn prepare(set: &DataSet, seq: &dataset::Sequence, options: &Options) -> Result<
         keys.push(key(rotated_name(angle)));
         images.push(rotated);
         pairs.push((images.len() - 1, h, Some(angle)));
+    }
+    if let Some(std) = options.noise {
+        for (key, image) in keys.iter_mut().zip(images.iter_mut()).skip(1) {
+            key.image = noisy_name(&key.image, std);
+            *image = with_noise(image, std, noise_seed(key));
+        }
     }
     Ok(Prepared { keys, images, pairs })
 }

@@ -21,6 +21,11 @@ pub struct Args {
     /// comma-separated, e.g. 30,45,90,135,180); 0 is shown but left out of the mean.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     rotate: Vec<f64>,
+    /// Add Gaussian noise of this standard deviation (0-1 range, e.g. 0.05) to the second image of every pair
+    /// (images 2..K and the rotated copies; seeded by image name). Noisy images are named `<image>_noise<STD>`, also
+    /// in --export-images and --features.
+    #[arg(long, value_name = "STD", value_parser = parse_noise)]
+    noise: Option<f64>,
     /// Shrink images so that their longer side is at most this many pixels (0: full size).
     #[arg(long, default_value_t = 1200)]
     max_side: u32,
@@ -106,6 +111,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         sequences: args.sequences.clone(),
         export_images: args.export_images.clone(),
         save_features: args.save_features.clone(),
+        noise: args.noise,
     };
     if export_only {
         eval::evaluate(&sets, &mut [], &matcher, &options, |_| {})?;
@@ -119,4 +125,11 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         eprintln!("per-pair numbers: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_noise(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(std) if std.is_finite() && std >= 0.0 && std <= 1.0 => Ok(std),
+        _ => Err(format!("{text:?} is not a standard deviation between 0 and 1")),
+    }
 }
