@@ -186,7 +186,19 @@ fn sort_global(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// The first `count` sorted candidates as keypoints in level-0 pixel coordinates.
+// Sub-pixel offset of a maximum b between neighbours a and c along one axis (src/ops/nms_topk.rs,
+// parabola_offset): the parabola's vertex, clamped to half a pixel; `has_both` false at the heatmap's edge.
+// (a + c) - 2b and a - c keep it symmetric: swapping a and c negates it exactly.
+fn parabola_offset(a: f32, b: f32, c: f32, has_both: bool) -> f32 {
+    let curvature = (a + c) - 2.0 * b;
+    if (!has_both || !(curvature < 0.0)) {
+        return 0.0;
+    }
+    return clamp(0.5 * (a - c) / curvature, -0.5, 0.5);
+}
+
+// The first `count` sorted candidates as keypoints in level-0 pixel coordinates, refined to sub-pixel positions on
+// their level.
 @compute @workgroup_size(64, 1, 1)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
@@ -207,8 +219,18 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let info = levels[level];
     let local = c.y - info.offset;
-    let x = f32(local % info.hw + info.margin);
-    let y = f32(local / info.hw + info.margin);
+    let hx = local % info.hw;
+    let hy = local / info.hw;
+    let b = scores[c.y];
+    // neighbours' indices are clamped into the level so that no read leaves it; has_both discards them at edges
+    let left = scores[c.y - min(hx, 1u)];
+    let right = scores[c.y + min(info.hw - 1u - hx, 1u)];
+    let up = scores[c.y - min(hy, 1u) * info.hw];
+    let down = scores[c.y + min(info.hh - 1u - hy, 1u) * info.hw];
+    let dx = parabola_offset(left, b, right, hx > 0u && hx + 1u < info.hw);
+    let dy = parabola_offset(up, b, down, hy > 0u && hy + 1u < info.hh);
+    let x = (f32(hx) + dx) + f32(info.margin);
+    let y = (f32(hy) + dy) + f32(info.margin);
     kp.x = (x + 0.5) * info.sx - 0.5;
     kp.y = (y + 0.5) * info.sy - 0.5;
     kp.score = scores[c.y];

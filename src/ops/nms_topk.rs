@@ -98,7 +98,31 @@ fn is_keypoint(score: &[f32], hw: usize, hh: usize, x: usize, y: usize, s: &NmsS
     true
 }
 
-/// Reference: NMS on every level, pooled top-k by (score desc, level, index), mapped to level-0 coordinates.
+/// Sub-pixel offset of a maximum `b` between its neighbours `a` (before) and `c` (after) along one axis: the vertex
+/// of the parabola through the three, `0.5 (a - c) / ((a + c) - 2b)`, clamped to half a pixel; 0 where a neighbour
+/// is missing (the heatmap's edge) or the three are collinear. Written so that swapping `a` and `c` negates the
+/// result exactly (`a + c` commutes, `a - c` flips sign): a flip or quarter turn of the image moves refined
+/// keypoints exactly as it moves pixels.
+pub fn parabola_offset(a: Option<f32>, b: f32, c: Option<f32>) -> f32 {
+    let (Some(a), Some(c)) = (a, c) else { return 0.0 };
+    let curvature = (a + c) - 2.0 * b;
+    if !(curvature < 0.0) {
+        return 0.0;
+    }
+    (0.5 * (a - c) / curvature).clamp(-0.5, 0.5)
+}
+
+/// The refined position of heatmap pixel (x, y) of a `hw` x `hh` score map: a parabola along each axis.
+pub fn refine_reference(score: &[f32], hw: usize, hh: usize, x: usize, y: usize) -> (f32, f32) {
+    let at = |x: usize, y: usize| score[y * hw + x];
+    let b = at(x, y);
+    let dx = parabola_offset((x > 0).then(|| at(x - 1, y)), b, (x + 1 < hw).then(|| at(x + 1, y)));
+    let dy = parabola_offset((y > 0).then(|| at(x, y - 1)), b, (y + 1 < hh).then(|| at(x, y + 1)));
+    (x as f32 + dx, y as f32 + dy)
+}
+
+/// Reference: NMS on every level, pooled top-k by (score desc, level, index), refined to sub-pixel positions on
+/// their level (`refine_reference`), mapped to level-0 coordinates.
 pub fn nms_topk_reference(levels: &[(LevelGeom, &Map, &Map)], s: &NmsSettings) -> Vec<KeypointRecord> {
     let mut found: Vec<(f32, u32, usize)> = Vec::new(); // (score, global index, level)
     for (l, (geom, score, _)) in levels.iter().enumerate() {
@@ -116,10 +140,11 @@ pub fn nms_topk_reference(levels: &[(LevelGeom, &Map, &Map)], s: &NmsSettings) -
     found
         .into_iter()
         .map(|(score, index, l)| {
-            let (geom, _, orientation) = &levels[l];
+            let (geom, score_map, orientation) = &levels[l];
             let local = (index - geom.offset) as usize;
-            let x = (local % geom.hw as usize) as f32 + geom.margin as f32;
-            let y = (local / geom.hw as usize) as f32 + geom.margin as f32;
+            let (hw, hh) = (geom.hw as usize, geom.hh as usize);
+            let (hx, hy) = refine_reference(&score_map.data, hw, hh, local % hw, local / hw);
+            let (x, y) = (hx + geom.margin as f32, hy + geom.margin as f32);
             KeypointRecord {
                 x: (x + 0.5) * geom.sx - 0.5,
                 y: (y + 0.5) * geom.sy - 0.5,
