@@ -38,6 +38,15 @@ pub enum DescriptorKind {
     GroupUnet,
 }
 
+impl DescriptorKind {
+    pub fn pool_mode(self) -> PoolMode {
+        match self {
+            DescriptorKind::Unet => PoolMode::Mean2x2,
+            DescriptorKind::GroupUnet => PoolMode::BilinearHalf,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DescriptorConfig {
     pub kind: DescriptorKind,
@@ -271,9 +280,10 @@ impl ModelConfig {
     pub fn descriptor_steps(&self) -> Vec<Step> {
         let e = &self.descriptor;
         let (levels, decoders) = (e.encoder.len(), e.decoder.len());
-        let (n, mode, head) = match e.kind {
-            DescriptorKind::Unet => (1, PoolMode::Mean2x2, e.dim),
-            DescriptorKind::GroupUnet => (self.group_order, PoolMode::BilinearHalf, e.head.unwrap_or(0)),
+        let mode = e.kind.pool_mode();
+        let (n, head) = match e.kind {
+            DescriptorKind::Unet => (1, e.dim),
+            DescriptorKind::GroupUnet => (self.group_order, e.head.unwrap_or(0)),
         };
         let conv = |name: &str, c_out: usize, c_in: usize, k, level| {
             let group = match (e.kind, c_in) {
@@ -312,10 +322,7 @@ impl ModelConfig {
 
     /// Size of the descriptor's map at `level` for a `w` x `h` image: halved `level` times by the pooling of its kind.
     pub fn descriptor_level_size(&self, w: u32, h: u32, level: usize) -> (u32, u32) {
-        let mode = match self.descriptor.kind {
-            DescriptorKind::Unet => PoolMode::Mean2x2,
-            DescriptorKind::GroupUnet => PoolMode::BilinearHalf,
-        };
+        let mode = self.descriptor.kind.pool_mode();
         (0..level).fold((w, h), |(w, h), _| (mode.halve(w), mode.halve(h)))
     }
 
