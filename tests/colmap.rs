@@ -21,7 +21,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// `count` frames of `w x h` cut from one generated scene, the window moving by `step` pixels per frame, as
-/// DIR/frame_<i>.png; plus a random model's weights at DIR/../weights.safetensors. Returns the weights' path.
+/// DIR/frame_<i>.png. Returns the path of the weights to extract them with.
 fn frames(dir: &Path, count: usize, (w, h): (u32, u32), step: (u32, u32)) -> PathBuf {
     let (sw, sh) = (w + step.0 * count as u32, h + step.1 * count as u32);
     let scene = strek::demo::scene(sw, sh, 3);
@@ -31,9 +31,9 @@ fn frames(dir: &Path, count: usize, (w, h): (u32, u32), step: (u32, u32)) -> Pat
         let crop = image::imageops::crop_imm(&big, i * step.0, i * step.1, w, h).to_image();
         crop.save(dir.join(format!("frame_{i}.png"))).unwrap();
     }
-    let weights = dir.parent().unwrap().join(format!("{}-weights.safetensors", dir.file_name().unwrap().to_string_lossy()));
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
-    weights
+    // the shipped model: the motion checks below need keypoints that a trained detector localises (sub-pixel on
+    // their level), which a random model's arbitrary score maps do not give
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(strek::DEFAULT_WEIGHTS)
 }
 
 fn run(args: &[&str], dir: &Path, db: &Path, weights: &Path) -> Output {
