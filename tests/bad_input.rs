@@ -195,3 +195,19 @@ fn a_named_adapter_that_does_not_exist_gives_the_no_adapter_error() {
     let text = err.to_string();
     assert!(matches!(err, Error::NoAdapter(_)) && text.contains("mesa-vulkan-drivers"), "{text}");
 }
+
+/// A readback that fails for one buffer leaves none of the others mapped: the next readback into them works.
+#[test]
+fn a_failed_readback_leaves_no_buffer_mapped() {
+    let gpu = strek::Gpu::new(&Default::default()).expect("an adapter (lavapipe in CI)");
+    let (good, busy) = (gpu.staging("good", 64), gpu.staging("busy", 64));
+    // `busy` is mapped by someone else, so mapping it again fails
+    busy.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    gpu.wait(None).unwrap();
+    let err = gpu.read_staging(&[(&good, 64), (&busy, 64)]).unwrap_err().to_string();
+    assert!(err.contains("reading results back"), "{err}");
+    let _ = gpu.check_lost(); // the failed mapping may also have been reported as a validation error
+    busy.unmap();
+    let again = gpu.read_staging(&[(&good, 64), (&busy, 64)]).expect("both buffers are unmapped and readable");
+    assert_eq!(again.iter().map(Vec::len).collect::<Vec<_>>(), [64, 64]);
+}

@@ -334,29 +334,37 @@ impl Gpu {
         }
     }
 
-    /// Maps staging buffers after a submission and copies out their first `len` bytes each.
+    /// Maps staging buffers after a submission and copies out their first `len` bytes each. Every buffer that was
+    /// mapped is unmapped again, also when another one fails: a buffer left mapped could not be written by the next
+    /// submission, and the extractor that owns it would be broken for good.
     pub fn read_staging(&self, buffers: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<u8>>> {
-        let status = Arc::new(Mutex::new(Vec::new()));
-        for (buffer, len) in buffers {
+        let range = |len: u64| 0..len.max(4).next_multiple_of(4);
+        let status: Arc<Mutex<Vec<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>> =
+            Arc::new(Mutex::new(vec![None; buffers.len()]));
+        for (i, (buffer, len)) in buffers.iter().enumerate() {
             let status = status.clone();
-            buffer.map_async(wgpu::MapMode::Read, 0..len.max(&4).next_multiple_of(4), move |r| {
-                status.lock().unwrap().push(r)
-            });
+            buffer.map_async(wgpu::MapMode::Read, range(*len), move |r| status.lock().unwrap()[i] = Some(r));
         }
-        self.wait(None)?;
-        if let Some(Err(e)) = status.lock().unwrap().iter().find(|r| r.is_err()) {
+        let waited = self.wait(None);
+        let status = std::mem::take(&mut *status.lock().unwrap());
+        // mapped, or still pending (unmapping cancels it); a buffer whose mapping failed is not touched
+        let mapped: Vec<bool> = status.iter().map(|r| !matches!(r, Some(Err(_)))).collect();
+        let unmap_all = || buffers.iter().zip(&mapped).filter(|(_, m)| **m).for_each(|((b, _), _)| b.unmap());
+        if let Err(e) = waited {
+            unmap_all();
+            return Err(e);
+        }
+        if let Some(e) = status.iter().find_map(|r| r.as_ref().and_then(|r| r.as_ref().err())) {
+            unmap_all();
             return Err(Error::Gpu(format!("reading results back: {e}")));
         }
-        let mut out = Vec::with_capacity(buffers.len());
-        for (buffer, len) in buffers {
-            let view = buffer
-                .get_mapped_range(0..len.max(&4).next_multiple_of(4))
-                .map_err(|e| Error::Gpu(format!("mapping results: {e:?}")))?;
-            out.push(view[..*len as usize].to_vec());
-            drop(view);
-            buffer.unmap();
-        }
-        Ok(out)
+        let copy = |(buffer, len): &(&wgpu::Buffer, u64)| -> Result<Vec<u8>> {
+            let view = buffer.get_mapped_range(range(*len)).map_err(|e| Error::Gpu(format!("mapping results: {e:?}")))?;
+            Ok(view[..*len as usize].to_vec())
+        };
+        let out = buffers.iter().map(copy).collect();
+        unmap_all();
+        out
     }
 
     /// Copies a storage buffer to the host (tests and debugging; the extractor never reads dense maps).
