@@ -21,8 +21,8 @@ struct ConvParams {
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
+// the packed weights, then the bias (c_out / 4 vec4s) from bias_base: one binding for both (GpuConv)
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
 @compute @workgroup_size(8, 8, 1)
@@ -33,7 +33,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (x >= p.out_w || y >= p.out_h) {
         return;
     }
-    var acc = bias[block];
+    let bias_base = (p.c_out / 4u) * p.c_in * p.k * p.k;
+    var acc = weights[bias_base + block];
     let plane = p.in_w * p.in_h;
     for (var ci = 0u; ci < p.c_in; ci++) {
         let wbase = (block * p.c_in + ci) * p.k * p.k;

@@ -3,7 +3,7 @@
 //
 // Descriptors are rows of `dim4` vec4 (the host pads the dimension to a multiple of 4 with zeros). The reference
 // set is cut into chunks of `tiles_per_chunk` tiles of `tile_rows` rows; workgroup (x, y) takes 64 query rows (one
-// per lane) against chunk y, staging each tile in workgroup memory (16 KiB, the WebGPU minimum). A second kernel
+// per lane) against chunk y, staging each tile in workgroup memory (16,320 B: within the 16,352 of downlevel GL adapters). A second kernel
 // merges the chunks' partial results in chunk order. Chunks give a large GPU many workgroups even for a thousand
 // queries, and keep each workgroup's barrier loop short: with one loop over all tiles, Mesa lavapipe 22.3 missed
 // one tile's rows (deterministically, from about sixty tiles on; the cause was not found), and tests/matching.rs
@@ -53,7 +53,7 @@ const NONE: u32 = 0xffffffffu;
 // Below every similarity of unit vectors; stands for "none yet" (the host reads it back as -inf).
 const LOWEST: f32 = -3.0e38;
 
-var<workgroup> tile: array<vec4<f32>, 1024>; // 16 KiB; TILE_VEC4 in src/ops/matching.rs
+var<workgroup> tile: array<vec4<f32>, 1020>; // 16,320 B, within GL's 16,352; TILE_VEC4 in src/ops/matching.rs
 
 @compute @workgroup_size(64, 1, 1)
 fn nearest_in_chunk(

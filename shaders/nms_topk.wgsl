@@ -64,7 +64,7 @@ struct Keypoint {
 @group(0) @binding(3) var<uniform> sp: SortParams;
 @group(0) @binding(4) var<uniform> gp: GatherParams;
 @group(0) @binding(5) var<storage, read> orientations: array<f32>;
-@group(0) @binding(6) var<storage, read> levels: array<LevelInfo>;
+@group(0) @binding(6) var<uniform> levels: array<LevelInfo, 8>; // MAX_LEVELS in src/config.rs
 @group(0) @binding(7) var<storage, read_write> keypoints: array<Keypoint>;
 
 const EMPTY: vec2<u32> = vec2<u32>(0u, 0xffffffffu);

@@ -16,8 +16,8 @@ struct PoolParams {
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
+// the packed weights, then the bias (n / 4 vec4s): one binding for both, four storage buffers in all
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> score: array<f32>;
 @group(0) @binding(5) var<storage, read_write> orientation: array<f32>;
 
@@ -33,7 +33,7 @@ fn conv_orientation_pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     var v: array<f32, 32>;
     let plane = p.in_w * p.in_h;
     for (var block = 0u; block < p.n / 4u; block++) {
-        var acc = bias[block];
+        var acc = weights[(p.n / 4u) * p.c_in * p.k * p.k + block];
         for (var ci = 0u; ci < p.c_in; ci++) {
             let wbase = (block * p.c_in + ci) * p.k * p.k;
             for (var ky = 0u; ky < p.k; ky++) {

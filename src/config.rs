@@ -69,6 +69,9 @@ pub struct InferenceConfig {
     pub max_keypoints: usize,
 }
 
+/// Pyramid levels a config may ask for (the GPU gather keeps their table in a uniform array of this size).
+pub const MAX_LEVELS: usize = 8;
+
 /// One convolution of the model: its tensor name prefix and shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvSpec {
@@ -233,8 +236,8 @@ impl ModelConfig {
             }
         }
         let inf = &self.inference;
-        if inf.scales.is_empty() || inf.scales.len() > 8 || inf.scales[0] != 1.0 {
-            return fail("inference.scales must start with 1.0 and hold at most 8 levels".into());
+        if inf.scales.is_empty() || inf.scales.len() > MAX_LEVELS || inf.scales[0] != 1.0 {
+            return fail(format!("inference.scales must start with 1.0 and hold at most {} levels", MAX_LEVELS));
         }
         if inf.scales.windows(2).any(|w| !(w[1] < w[0] && w[1] > 0.0)) {
             return fail("inference.scales must be decreasing and positive".into());

@@ -77,8 +77,10 @@ fn sixteen_bit_gray_and_rgba_files_give_the_features_of_the_8_bit_gray_file() {
     for name in ["gray16.png", "rgba.png"] {
         let image = Image::open(&dir.join(name)).unwrap();
         let f = extractor.extract(&image).unwrap();
-        // the same gray values up to rounding of the colour weights: the same keypoints
-        let same = f.keypoints.iter().filter(|p| reference.keypoints.contains(p)).count();
+        // the same gray values up to rounding of the colour weights: the same keypoints (sub-pixel positions up to
+        // that rounding too)
+        let near = |p: &[f32; 2], q: &[f32; 2]| (p[0] - q[0]).abs() < 1e-3 && (p[1] - q[1]).abs() < 1e-3;
+        let same = f.keypoints.iter().filter(|p| reference.keypoints.iter().any(|q| near(p, q))).count();
         assert!(same * 100 >= 97 * reference.len(), "{name}: {same} of {} keypoints agree", reference.len());
     }
     std::fs::remove_dir_all(dir).unwrap();

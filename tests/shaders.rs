@@ -53,3 +53,28 @@ fn every_entry_point_is_a_compute_shader_with_a_workgroup_size() {
         }
     }
 }
+
+/// Every entry point fits wgpu's downlevel limits (the GL back end, `--backend gl`): at most 4 storage buffers per
+/// stage and 16,352 bytes of workgroup memory; pipelines over them would fail to be created there.
+#[test]
+fn every_entry_point_fits_the_downlevel_limits() {
+    let limits = wgpu::Limits::downlevel_defaults();
+    for shader in ALL_SHADERS {
+        let (module, info) = parse(shader.name, shader.source);
+        for (i, entry) in module.entry_points.iter().enumerate() {
+            let function = info.get_entry_point(i);
+            let used = module.global_variables.iter().filter(|(handle, _)| !function[*handle].is_empty());
+            let (mut storage, mut workgroup_bytes) = (0, 0);
+            for (_, global) in used {
+                match global.space {
+                    naga::AddressSpace::Storage { .. } => storage += 1,
+                    naga::AddressSpace::WorkGroup => workgroup_bytes += module.types[global.ty].inner.size(module.to_ctx()),
+                    _ => {}
+                }
+            }
+            let name = format!("{}::{}", shader.name, entry.name);
+            assert!(storage <= limits.max_storage_buffers_per_shader_stage, "{name}: {storage} storage buffers");
+            assert!(workgroup_bytes <= limits.max_compute_workgroup_storage_size, "{name}: {workgroup_bytes} B of workgroup memory");
+        }
+    }
+}

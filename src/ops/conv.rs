@@ -79,23 +79,21 @@ pub fn pack_weights(conv: &ConvWeights) -> Vec<f32> {
 /// Weights and bias of one layer, uploaded once.
 pub struct GpuConv {
     pub spec: crate::config::ConvSpec,
-    weights: wgpu::Buffer,
-    bias: wgpu::Buffer,
+    /// The packed weights, then the bias as c_out/4 vec4s: one storage binding for both, so that the fused
+    /// orientation pooling stays within the 4 storage buffers per stage of downlevel adapters (GL).
+    filters: wgpu::Buffer,
 }
 
 impl GpuConv {
     pub fn upload(gpu: &Gpu, conv: &ConvWeights) -> Self {
-        let weights = gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&pack_weights(conv)));
-        let bias = gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&conv.bias));
-        GpuConv { spec: conv.spec.clone(), weights, bias }
+        let mut filters = pack_weights(conv);
+        filters.extend_from_slice(&conv.bias);
+        GpuConv { spec: conv.spec.clone(), filters: gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&filters)) }
     }
 
-    pub fn weights(&self) -> &wgpu::Buffer {
-        &self.weights
-    }
-
-    pub fn bias(&self) -> &wgpu::Buffer {
-        &self.bias
+    /// Packed weights followed by the bias (see the shaders' `bias_base`).
+    pub fn filters(&self) -> &wgpu::Buffer {
+        &self.filters
     }
 
     /// One convolution of an `in_w` x `in_h` map in `input` into `output`.
@@ -124,7 +122,7 @@ impl GpuConv {
             _pad: [0; 3],
         };
         let p = gpu.uniform("conv params", &params);
-        let bindings = [(0, &p), (1, input), (2, &self.weights), (3, &self.bias), (4, output)];
+        let bindings = [(0, &p), (1, input), (2, &self.filters), (4, output)];
         gpu.dispatch(SHADER, "conv2d", &bindings, groups_2d(out_w, out_h, 8, s.c_out as u32 / 4))
     }
 }

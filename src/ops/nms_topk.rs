@@ -4,6 +4,8 @@
 use super::Map;
 use crate::features::KeypointRecord;
 use crate::gpu::{groups_1d, groups_2d, Dispatch, Gpu, Shader};
+use crate::config::MAX_LEVELS;
+use bytemuck::Zeroable;
 
 pub const SHADER: Shader = Shader { name: "nms_topk", source: include_str!("../../shaders/nms_topk.wgsl") };
 
@@ -222,11 +224,13 @@ impl NmsTopk {
             dispatches.push(local(k));
             k *= 2;
         }
-        let infos: Vec<LevelInfo> = levels
-            .iter()
-            .map(|g| LevelInfo { offset: g.offset, hw: g.hw, hh: g.hh, margin: g.margin, sx: g.sx, sy: g.sy, _pad: [0; 2] })
-            .collect();
-        let level_buffer = gpu.storage_with("levels", bytemuck::cast_slice(&infos));
+        // a uniform array (the config allows at most MAX_LEVELS), so that the gather binds four storage buffers,
+        // the limit of downlevel adapters (GL)
+        let mut infos = [LevelInfo::zeroed(); MAX_LEVELS];
+        for (info, g) in infos.iter_mut().zip(levels) {
+            *info = LevelInfo { offset: g.offset, hw: g.hw, hh: g.hh, margin: g.margin, sx: g.sx, sy: g.sy, _pad: [0; 2] };
+        }
+        let level_buffer = gpu.uniform("levels", &infos);
         let count = s.max_keypoints;
         let keypoints = gpu.storage("keypoints", KeypointRecord::BYTES * count as u64);
         let gp = gpu.uniform("gather params", &GatherParams { count, levels: levels.len() as u32, _pad: [0; 2] });

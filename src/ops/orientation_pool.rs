@@ -76,6 +76,6 @@ pub fn conv_orientation_pool(
     let out_h = out_len(in_h as usize, s.k, 0) as u32;
     let params = PoolParams { in_w, in_h, out_w, out_h, c_in: s.c_in as u32, n: s.c_out as u32, k: s.k as u32, out_offset };
     let p = gpu.uniform("pool params", &params);
-    let bindings = [(0, &p), (1, input), (2, conv.weights()), (3, conv.bias()), (4, score), (5, orientation)];
+    let bindings = [(0, &p), (1, input), (2, conv.filters()), (4, score), (5, orientation)];
     gpu.dispatch(SHADER, "conv_orientation_pool", &bindings, groups_2d(out_w, out_h, 8, 1))
 }
