@@ -233,7 +233,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y = (f32(hy) + dy) + f32(info.margin);
     kp.x = (x + 0.5) * info.sx - 0.5;
     kp.y = (y + 0.5) * info.sy - 0.5;
-    kp.score = scores[c.y];
+    kp.score = b;
     kp.orientation = orientations[c.y];
     kp.scale = sqrt(info.sx * info.sy); // the same for a level and its quarter-turned twin
     kp.level = f32(level);

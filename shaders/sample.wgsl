@@ -30,6 +30,8 @@ struct Keypoint {
 @group(0) @binding(2) var<storage, read> map: array<f32>;
 @group(0) @binding(3) var<storage, read_write> descriptors: array<f32>;
 
+const TAU: f32 = 6.28318530717958647692;
+
 // The four taps of a keypoint and its fractions.
 struct Taps {
     i00: u32,
@@ -65,7 +67,7 @@ fn sample_descriptors(@builtin(global_invocation_id) gid: vec3<u32>) {
     var shift = 0u;
     var f = 0.0;
     if (p.group_order > 0u) {
-        var t = kp.orientation * (f32(n) / 6.2831855);
+        var t = kp.orientation * (f32(n) / TAU);
         t -= f32(n) * floor(t / f32(n));
         let i0 = floor(t);
         f = t - i0;

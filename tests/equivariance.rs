@@ -93,24 +93,18 @@ fn extracted_keypoints_of_a_turned_image_are_the_turned_keypoints() {
     let b = extractor.extract(&turned).unwrap();
     assert_eq!(a.len(), 300);
     assert_eq!(b.len(), 300);
-    let mut same = 0;
-    for i in 0..a.len() {
-        let (x, y) = h.apply(a.keypoints[i][0] as f64, a.keypoints[i][1] as f64).unwrap();
-        let found = (0..b.len()).find(|&j| {
-            (b.keypoints[j][0] as f64 - x).abs() < 1e-3 && (b.keypoints[j][1] as f64 - y).abs() < 1e-3
-        });
-        if let Some(j) = found {
-            assert!(angle_diff(b.orientations[j], a.orientations[i] + FRAC_PI_2) < 1e-3, "orientation of keypoint {i}");
-            assert_eq!(a.scales[i], b.scales[j]);
-            same += 1;
-        }
+    let pairs = turned_pairs(&a, &b, &h);
+    for &(i, j) in &pairs {
+        assert!(angle_diff(b.orientations[j], a.orientations[i] + FRAC_PI_2) < 1e-3, "orientation of keypoint {i}");
+        assert_eq!(a.scales[i], b.scales[j]);
     }
+    let same = pairs.len();
     // rounding may reorder near-equal scores at the top-k cut; everything else must coincide
     assert!(same >= 294, "only {same} of 300 keypoints follow the quarter turn");
 }
 
 /// The version-2 descriptor of docs/model.md with small widths (fields), as a test model.
-fn group_descriptor_config() -> ModelConfig {
+fn small_group_descriptor_config() -> ModelConfig {
     let mut config = test_config(8);
     config.descriptor = DescriptorConfig {
         kind: DescriptorKind::GroupUnet,
@@ -140,7 +134,7 @@ fn turned_pairs(a: &Features, b: &Features, h: &strek::geometry::Homography) -> 
 /// halving and the sampling's true size ratio are exercised; a quarter and a half turn, both directions.
 #[test]
 fn group_descriptors_of_turned_keypoints_are_equal() {
-    let config = group_descriptor_config();
+    let config = small_group_descriptor_config();
     let weights = Weights::random(&config, 21);
     let options = || strek::Config { max_keypoints: Some(60), ..Default::default() };
     let image = scene(67, 45, 4);

@@ -81,7 +81,7 @@ impl CpuExtractor {
     /// the largest size of the same aspect that does.
     pub fn working_size(&self, (w, h): (u32, u32)) -> (u32, u32) {
         let Some(budget) = self.budget else { return (w, h) };
-        let need = (self.pool_rate + OTHER_RATE) * w as f64 * h as f64;
+        let need = self.estimated_bytes((w, h));
         if need <= budget as f64 {
             return (w, h);
         }
@@ -123,9 +123,14 @@ impl CpuExtractor {
         }
     }
 
+    /// The memory an image of `size` is estimated to take: the pool's learned rate and the rest.
+    fn estimated_bytes(&self, (w, h): (u32, u32)) -> f64 {
+        (self.pool_rate + OTHER_RATE) * w as f64 * h as f64
+    }
+
     /// The error for an image that no size within the budget can extract.
-    fn too_small_budget(&self, (w, h): (u32, u32)) -> Error {
-        let need = (self.pool_rate + OTHER_RATE) * w as f64 * h as f64;
+    fn too_small_budget(&self, size: (u32, u32)) -> Error {
+        let need = self.estimated_bytes(size);
         let mib = |b: f64| (b / (1u64 << 20) as f64).ceil() as u64;
         Error::MemoryBudget { budget_mib: mib(self.budget.unwrap_or(0) as f64), held_mib: 0, needed_mib: mib(need) }
     }

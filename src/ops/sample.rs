@@ -1,5 +1,5 @@
 //! Descriptor sampling at keypoints (shaders/sample.wgsl): bilinear, aligned by the keypoint's orientation for the
-//! group descriptor, L2-renormalised (docs/model.md, "Descriptor sampling").
+//! group descriptor, L2-renormalised (docs/model.md, "Descriptor" and "Descriptor version 2").
 
 use super::Map;
 use crate::config::{DescriptorKind, ModelConfig};
@@ -57,7 +57,9 @@ pub fn align_reference(desc: &mut [f32], theta: f32, n: usize) {
     let i0 = t.floor();
     let f = t - i0;
     let i0 = i0 as usize % n;
-    let mut field = vec![0f32; n];
+    // the config allows group orders up to 32
+    let mut field = [0f32; 32];
+    let field = &mut field[..n];
     for chunk in desc.chunks_exact_mut(n) {
         field.copy_from_slice(chunk);
         for (j, out) in chunk.iter_mut().enumerate() {
