@@ -193,3 +193,45 @@ fn a_decompression_bomb_is_named_and_skipped_and_the_good_images_are_written() {
     assert!(!out.status.success() && stderr.contains("a.png") && stderr.contains("80 x 64"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn shards_split_a_folder_between_processes_without_overlap_or_gaps() {
+    let dir = temp_dir("shard");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..7 {
+        let scene = strek::demo::scene(48, 40, i);
+        let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
+        image::GrayImage::from_raw(48, 40, data).unwrap().save(images.join(format!("img{i}.png"))).unwrap();
+    }
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let mut seen = Vec::new();
+    for shard in 0..3 {
+        let out_dir = dir.join(format!("out{shard}"));
+        let out = strek()
+            .args(["--device", "cpu", "extract"])
+            .arg(&images)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("--weights")
+            .arg(&weights)
+            .args(["--shard", &format!("{shard}/3")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut names: Vec<String> =
+            std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let expected: Vec<String> = (0..7).skip(shard).step_by(3).map(|i| format!("img{i}.npz")).collect();
+        assert_eq!(names, expected);
+        seen.extend(names);
+    }
+    assert_eq!(seen.len(), 7);
+    for bad in ["3/3", "1", "a/2", "1/0"] {
+        let out = strek().args(["extract", "x.png", "-o", "/tmp/none", "--shard", bad]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a shard"), "{bad}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

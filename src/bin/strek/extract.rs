@@ -38,6 +38,18 @@ pub struct Args {
     /// Threads decoding images [default: all cores but one].
     #[arg(long)]
     decode_threads: Option<usize>,
+    /// Only this share of the images, I/N with 0 <= I < N: the images at positions I, I + N, I + 2N ... of the
+    /// sorted input list, so that N processes (a Slurm array) split one folder between them.
+    #[arg(long, value_parser = parse_shard, value_name = "I/N")]
+    shard: Option<(usize, usize)>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if i < n => Ok((i, n)),
+        _ => Err(format!("{s:?} is not a shard I/N with 0 <= I < N (for example 0/4)")),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -68,6 +80,9 @@ fn collect_jobs(args: &Args) -> strek::Result<Vec<(PathBuf, PathBuf)>> {
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     let mut jobs = collect_jobs(args)?;
+    if let Some((shard, shards)) = args.shard {
+        jobs = jobs.into_iter().skip(shard).step_by(shards).collect();
+    }
     let total = jobs.len();
     if !args.overwrite {
         jobs.retain(|(_, out)| !out.exists());
