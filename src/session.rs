@@ -102,7 +102,7 @@ impl Session {
     }
 
     /// An extractor with these weights on the session's device.
-    pub fn extractor(&self, weights: &Weights, mut config: Config) -> Result<Box<dyn Extract>> {
+    pub fn extractor(&self, weights: &Weights, mut config: Config) -> Result<Box<dyn Extract + Send>> {
         config.max_memory = config.max_memory.or(self.max_memory);
         Ok(match &self.gpu {
             Some(gpu) => Box::new(GpuExtractor::new(gpu, weights, config)?),

@@ -274,25 +274,79 @@ fn match_pairs(pairs: &[(usize, usize)], images: &[Extracted], matcher: &Matcher
     }
 }
 
-/// Verifies each pair on CPU threads; pair `first + k` of the whole list draws its RANSAC samples from seed + k,
-/// so that a run is reproducible whatever the blocks.
+/// Verifies each pair on CPU threads (pair `first + k` of the whole list as `verify_pair` says).
 fn verify_pairs(
     pairs: &[(usize, usize)],
     first: usize,
     matched: &[Vec<(usize, usize)>],
     images: &[Extracted],
-    calibration: Option<&Mat3>,
     options: &Options,
 ) -> Vec<TwoViewRow> {
     pairs
         .par_iter()
         .zip(matched)
         .enumerate()
-        .map(|(k, (&(i, j), matches))| {
-            let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add((first + k) as u64), ..options.ransac };
-            verify(&images[i].2, &images[j].2, matches, calibration.map(|k| (k, k)), &ransac, options.min_inliers)
-        })
+        .map(|(k, (&(i, j), matches))| verify_pair(&images[i].2, &images[j].2, matches, options, first + k))
         .collect()
+}
+
+/// The verification of pair number `index` of a run's pair list: its RANSAC draws from seed + index, so that a
+/// run is reproducible however its pairs are split into blocks, threads or machines.
+pub fn verify_pair(a: &[[f32; 6]], b: &[[f32; 6]], matches: &[(usize, usize)], options: &Options, index: usize) -> TwoViewRow {
+    let ransac = fundamental::Ransac { seed: options.ransac.seed.wrapping_add(index as u64), ..options.ransac };
+    let calibration = options.camera.calibration();
+    verify(a, b, matches, calibration.as_ref().map(|k| (k, k)), &ransac, options.min_inliers)
+}
+
+/// A database filled image by image and pair by pair: by `build`, and by the Python package's scale-out, which
+/// extracts and matches elsewhere and merges here. Images of one size share a camera.
+pub struct Writer {
+    db: Database,
+    camera: Camera,
+    cameras: Vec<([u32; 2], i64)>,
+}
+
+impl Writer {
+    /// Starts the database at `out` (which must not exist; nothing is there until `finish`).
+    pub fn create(out: &Path, camera: Camera) -> Result<Self> {
+        Ok(Writer { db: Database::create(out)?, camera, cameras: Vec::new() })
+    }
+
+    /// Writes the image's camera (the first of its size), row, keypoints and descriptors; returns its id and its
+    /// keypoints in COLMAP's layout (what verification works on).
+    pub fn add_image(&mut self, name: &str, features: &Features) -> Result<(i64, Vec<[f32; 6]>)> {
+        let size = features.image_size;
+        let camera_id = match self.cameras.iter().find(|(s, _)| *s == size) {
+            Some((_, id)) => *id,
+            None => {
+                let id = self.db.add_camera(&self.camera.row(size[0], size[1]))?;
+                self.cameras.push((size, id));
+                id
+            }
+        };
+        let image_id = self.db.add_image(name, camera_id)?;
+        let rows = keypoint_rows(features);
+        self.db.add_keypoints(image_id, &rows)?;
+        self.db.add_descriptors(image_id, features.dim, &descriptor_bytes(features))?;
+        Ok((image_id, rows))
+    }
+
+    /// Writes a pair's matches and their verified geometry.
+    pub fn add_pair(&self, image1: i64, image2: i64, matches: &[(usize, usize)], geometry: &TwoViewRow) -> Result<()> {
+        let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
+        self.db.add_matches(image1, image2, &as_u32)?;
+        self.db.add_two_view_geometry(image1, image2, geometry)
+    }
+
+    /// Distinct image sizes so far, each a camera.
+    pub fn cameras(&self) -> usize {
+        self.cameras.len()
+    }
+
+    /// Commits the database and moves it into place.
+    pub fn finish(self) -> Result<()> {
+        self.db.finish()
+    }
 }
 
 /// Extracts, matches, verifies and writes the database at `out` (which must not exist). Unreadable images are
@@ -306,9 +360,9 @@ pub fn build(
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
     let mut summary = Summary { extractor: extractor.describe(), matcher: matcher.describe(), ..Default::default() };
-    let db = Database::create(out)?;
+    let mut db = Writer::create(out, options.camera)?;
     let start = Instant::now();
-    let images = extract_all(inputs, extractor, options, &db, &mut summary, log)?;
+    let images = extract_all(inputs, extractor, options, &mut db, &mut summary, log)?;
     summary.extract_seconds = start.elapsed().as_secs_f64();
     if summary.cameras > 1 && options.camera != Camera::Guess {
         log(&format!("warning: images of {} different sizes share the given intrinsics", summary.cameras));
@@ -324,12 +378,11 @@ fn extract_all(
     inputs: &[ImageFile],
     extractor: &mut dyn Extract,
     options: &Options,
-    db: &Database,
+    db: &mut Writer,
     summary: &mut Summary,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<Extracted>> {
     let mut images: Vec<Extracted> = Vec::new();
-    let mut cameras: Vec<([u32; 2], i64)> = Vec::new();
     for chunk in inputs.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Image>> = chunk.par_iter().map(|input| Image::open_with(&input.path, &options.decode)).collect();
         let (mut names, mut batch) = (Vec::new(), Vec::new());
@@ -349,47 +402,31 @@ fn extract_all(
             continue;
         }
         let features = extractor.extract_batch(&batch)?;
-        for ((name, image), features) in names.into_iter().zip(&batch).zip(features) {
-            let size = [image.width, image.height];
-            let camera_id = match cameras.iter().find(|(s, _)| *s == size) {
-                Some((_, id)) => *id,
-                None => {
-                    let id = db.add_camera(&options.camera.row(size[0], size[1]))?;
-                    cameras.push((size, id));
-                    id
-                }
-            };
-            let image_id = db.add_image(name, camera_id)?;
-            let rows = keypoint_rows(&features);
-            db.add_keypoints(image_id, &rows)?;
-            db.add_descriptors(image_id, features.dim, &descriptor_bytes(&features))?;
+        for (name, features) in names.into_iter().zip(features) {
+            let (image_id, rows) = db.add_image(name, &features)?;
             summary.keypoints += features.len();
             images.push((image_id, features, rows));
         }
     }
     summary.images = images.len();
-    summary.cameras = cameras.len();
+    summary.cameras = db.cameras();
     Ok(images)
 }
 
 /// Matching and verification, a block of pairs at a time, written before the next block: memory stays bounded
 /// however many pairs there are.
-fn match_and_verify(images: &[Extracted], matcher: &Matcher, options: &Options, db: &Database, summary: &mut Summary) -> Result<()> {
+fn match_and_verify(images: &[Extracted], matcher: &Matcher, options: &Options, db: &Writer, summary: &mut Summary) -> Result<()> {
     let pairs = options.pairs.list(images.len());
-    let calibration = options.camera.calibration();
     for (b, block) in pairs.chunks(PAIRS_PER_BLOCK).enumerate() {
         let start = Instant::now();
         let matched = match_pairs(block, images, matcher, options.ratio)?;
         summary.match_seconds += start.elapsed().as_secs_f64();
         let start = Instant::now();
         let first = b * PAIRS_PER_BLOCK;
-        let geometries = verify_pairs(block, first, &matched, images, calibration.as_ref(), options);
+        let geometries = verify_pairs(block, first, &matched, images, options);
         summary.verify_seconds += start.elapsed().as_secs_f64();
         for ((&(i, j), matches), geometry) in block.iter().zip(&matched).zip(&geometries) {
-            let (id1, id2) = (images[i].0, images[j].0);
-            let as_u32: Vec<(u32, u32)> = matches.iter().map(|&(a, b)| (a as u32, b as u32)).collect();
-            db.add_matches(id1, id2, &as_u32)?;
-            db.add_two_view_geometry(id1, id2, geometry)?;
+            db.add_pair(images[i].0, images[j].0, matches, geometry)?;
             summary.add_pair(matches.len(), geometry);
         }
     }
