@@ -26,5 +26,9 @@ echo "== python tests (training tools)"
 python3 -m pip install --quiet -r tools/train/requirements.txt
 python3 -m pytest -q tools/train/tests
 
+echo "== python package (python/: the PyO3 module, kornia, hloc's features.h5, pycolmap, Ray)"
+python3 -m pip install --quiet ./python -r python/tests/requirements.txt
+python3 -m pytest -q -p no:cacheprovider python/tests
+
 echo "== COLMAP (pycolmap's incremental mapper on a strek database of the TUM frames)"
 bash tools/colmap/ci.sh

@@ -174,9 +174,7 @@ def extract(images: str, work: str, workers: int = 1, gpus_per_worker: float = 0
             num_gpus=gpus_per_worker or None,
             # the CPU path's threads: as many as the actor's CPUs, not the node's
             runtime_env={"env_vars": _worker_env(threads)},
-            max_restarts=-1,
-            max_task_retries=-1,
-        )
+        )  # Ray Data restarts a dead actor and retries its batch (max_restarts and max_task_retries are -1)
         for k, row in enumerate(dataset.iter_rows()):
             written += int(row["images"])
             failed += int(row["failed"])
