@@ -27,6 +27,11 @@ python3 -m pip install --quiet -r tools/train/requirements.txt
 python3 -m pytest -q tools/train/tests
 
 echo "== python package (python/: the PyO3 module, kornia, hloc's features.h5, pycolmap, Ray)"
+venv=$(mktemp -d)
+python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet ./python   # a fresh virtualenv gets `import strek` from the repository alone
+(cd / && "$venv/bin/python" -c "import numpy, strek; f = strek.Session('cpu').extract(numpy.full((64, 80), 128, numpy.uint8)); print('fresh virtualenv:', strek.__version__, len(f), 'keypoints on a flat image')")
+rm -rf "$venv"
 python3 -m pip install --quiet ./python -r python/tests/requirements.txt
 python3 -m pytest -q -p no:cacheprovider python/tests
 

@@ -18,8 +18,29 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _strek
-from ._strek import StrekError, list_images, pair_list, verify_pair
+
+def _quiet_window_system_probe() -> None:
+    """Mesa's Vulkan and GL drivers probe the window system while adapters are listed and, on a headless machine,
+    print "error: XDG_RUNTIME_DIR is invalid or not set" for each, though strek opens no window. A private runtime
+    folder (what a desktop session provides) keeps those lines away, as the `strek` command does; an existing,
+    usable setting is kept."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if os.name != "posix" or (current and os.path.isdir(current)):
+        return
+    import tempfile
+    folder = os.path.join(tempfile.gettempdir(), f"strek-runtime-{os.getuid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+    except OSError:
+        return
+    os.environ["XDG_RUNTIME_DIR"] = folder
+
+
+_quiet_window_system_probe()
+
+from . import _strek  # noqa: E402
+from ._strek import StrekError, list_images, pair_list, verify_pair  # noqa: E402
 
 __all__ = ["Session", "Features", "StrekError", "verify_pair", "pair_list", "list_images", "__version__"]
 __version__ = _strek.__version__

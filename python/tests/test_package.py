@@ -10,6 +10,11 @@ import strek
 from conftest import REPO, textured
 
 
+def test_every_public_name_is_there():
+    for name in strek.__all__:
+        assert getattr(strek, name) is not None, name
+
+
 def test_extract_from_numpy_gives_consistent_arrays(session):
     f = session.extract(textured(0))
     n = len(f)
@@ -128,3 +133,11 @@ def test_features_equal_the_clis(session, tmp_path):
     ours = session.extract(tmp_path / "a.png")
     np.testing.assert_array_equal(cli["keypoints"], ours.keypoints)
     np.testing.assert_array_equal(cli["descriptors"], ours.descriptors)
+
+
+def test_a_headless_machine_without_a_runtime_folder_gets_no_window_system_errors():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XDG_RUNTIME_DIR"}
+    out = subprocess.run([__import__("sys").executable, "-c", "import strek; strek.Session('auto')"], env=env,
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "XDG_RUNTIME_DIR" not in out.stderr, out.stderr

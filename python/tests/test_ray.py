@@ -109,6 +109,16 @@ def test_the_ray_database_equals_the_clis(tum_databases):
         assert ours[table] == theirs[table], table
 
 
+def test_tum_features_from_ray_equal_the_clis(tum_databases, tum_frames_module):
+    cli("extract", tum_frames_module, "-o", tum_databases / "cli-features")
+    ours = ray_features(tum_databases / "work")
+    assert len(ours) == 17
+    for name, f in ours.items():
+        expected = np.load(tum_databases / "cli-features" / name.replace(".png", ".npz"))
+        for field in ("keypoints", "scores", "orientations", "scales", "descriptors"):
+            np.testing.assert_array_equal(getattr(f, field), expected[field], err_msg=f"{name} {field}")
+
+
 def test_a_worker_killed_mid_run_changes_nothing(tum_databases):
     assert database_rows(tum_databases / "killed.db") == database_rows(tum_databases / "ray.db")
 
