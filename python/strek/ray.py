@@ -1,6 +1,6 @@
 """Extraction and matching of image collections larger than one machine, on Ray, into one COLMAP database.
 
-    python -m strek.ray extract IMAGES -o WORK [--workers N] [--gpus-per-worker G]
+    python -m strek.ray extract IMAGES -o WORK [--workers N] [--gpus-per-worker G]   (a folder, or a list of paths)
     python -m strek.ray match WORK [--pairs exhaustive | sequential:N | PAIRS.txt] [--camera pinhole:fx,fy,cx,cy]
     python -m strek.ray colmap IMAGES -o WORK --database DB.db [...]   (all three steps)
 
@@ -150,13 +150,30 @@ def _die_once_if_asked() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def image_list(images: str, recursive: bool = False) -> list:
+    """(name, path) of a folder's images (names relative to it), or of the files a text file lists one per line
+    (relative paths from the list's folder; blank lines and `#` comments skipped), named by their paths relative
+    to the folder they all share: the folder to give COLMAP's mapper."""
+    source = Path(images)
+    if source.is_dir():
+        return list_images(images, recursive)
+    if not source.is_file():
+        raise SystemExit(f"{images} is neither an image folder nor a list of image paths")
+    paths = [os.path.abspath(source.parent / line.strip()) for line in source.read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    if not paths:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return [(Path(os.path.relpath(p, root)).as_posix(), p) for p in paths]
+
+
 def extract(images: str, work: str, workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
             shard_size: int = 16, device: str = "auto", weights: Optional[str] = None,
             max_keypoints: Optional[int] = None, recursive: bool = False, log=print) -> dict:
-    """Extracts every image of the folder `images` into shards under `work`; returns counts."""
+    """Extracts every image of `images` (a folder, or a file listing image paths) into shards under `work`."""
     w = Work(work)
     settings = {"shard_size": shard_size, "weights": weights, "max_keypoints": max_keypoints}
-    manifest = w.start(list_images(images, recursive), settings)
+    manifest = w.start(image_list(images, recursive), settings)
     w.features.mkdir(exist_ok=True)
     todo = [s for s, _ in w.shards(manifest) if not w.shard_path(s).exists()]
     total = len(w.shards(manifest))
@@ -364,7 +381,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def extract_options(p):
-        p.add_argument("images", help="image folder")
+        p.add_argument("images", help="image folder, or a text file listing image paths (one per line)")
         p.add_argument("-o", "--work", required=True, help="work folder (features, matches, manifest)")
         p.add_argument("--workers", type=int, default=1, help="strek actors (one session each)")
         p.add_argument("--gpus-per-worker", type=float, default=0.0)

@@ -143,3 +143,27 @@ def test_matching_resumes_and_refuses_other_settings(tum_databases):
     assert database_rows(tum_databases / "resumed.db") == database_rows(tum_databases / "ray.db")
     with pytest.raises(SystemExit, match="other settings"):
         strek.ray.match(str(work), "sequential:2", block=40, camera=TUM_CAMERA, log=quiet)
+
+
+def test_a_list_of_paths_and_a_pairs_file_give_the_same_database(tum_databases, tum_frames_module, tmp_path):
+    """Images named by a list file and pairs named by an hloc pairs file, in the order of sequential:2."""
+    names = sorted(p.name for p in tum_frames_module.iterdir())
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"{tum_frames_module / n}\n" for n in names))
+    work = tmp_path / "work"
+    strek.ray.extract(str(listing), str(work), workers=2, shard_size=4, device="cpu", log=quiet)
+    # images of a list are named relative to the folder they share: here the names of the folder run
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{names[i]} {names[j]}\n"
+                             for i, j in strek.pair_list("sequential:2", len(names))))
+    strek.ray.match(str(work), str(pairs), block=40, camera=TUM_CAMERA, log=quiet)
+    strek.ray.merge(str(work), str(tmp_path / "listed.db"), TUM_CAMERA, log=quiet)
+    folder_work = tmp_path / "folder-work"
+    shutil.copytree(tum_databases / "work" / "features", folder_work / "features")
+    shutil.copy(tum_databases / "work" / "manifest.json", folder_work / "manifest.json")
+    strek.ray.match(str(folder_work), "sequential:2", block=40, camera=TUM_CAMERA, log=quiet)
+    strek.ray.merge(str(folder_work), str(tmp_path / "folder.db"), TUM_CAMERA, log=quiet)
+    listed, folder = database_rows(tmp_path / "listed.db"), database_rows(tmp_path / "folder.db")
+    for table in listed:
+        assert listed[table] == folder[table], table
+    assert len(listed["two_view_geometries"]) == 31  # 16 + 15 pairs
