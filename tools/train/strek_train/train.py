@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   "settings; a fresh optimizer and step 0)")
     p.add_argument("--batch", type=int, default=8, help="pairs per step")
     p.add_argument("--steps", type=int, default=100_000, help="train until this step count")
+    p.add_argument("--keep-val-checkpoints", action="store_true",
+                   help="also write RUN/val-STEP.pt at every validation (git-ignored), so that the weights of the "
+                        "best held-out step can be chosen afterwards")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (applied on resume too)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--group-order", type=int, default=8, help="N of C_N (divisible by 4)")
@@ -297,7 +300,7 @@ class Trainer:
                     0, HIRES_VAL_PAIRS)
         return sets
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, path: str | None = None) -> None:
         atomic_save({
             "format": "strek-train-1",
             "stage": self.args.stage,
@@ -320,7 +323,7 @@ class Trainer:
             "detector": self.detector_provenance(),
             "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }, self.ckpt_path)
+        }, path or self.ckpt_path)
 
     def validate_sets(self, metrics, score_name: str, count_name: str) -> dict:
         """`metrics(pairs) -> (score, count)` on every held-out set: the score per set (`score_name` + the set's
@@ -362,6 +365,8 @@ class Trainer:
             if self.step % a.val_every == 0:
                 row = {**(row or {"step": self.step, "elapsed_s": self.elapsed}), **self.validate()}
                 t_window = time.time()
+                if a.keep_val_checkpoints:
+                    self.checkpoint(os.path.join(a.out, f"val-{self.step:06d}.pt"))
             if row is not None:
                 self.log.write(row)
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),

@@ -61,7 +61,7 @@ def tiny_runs(tmp_path_factory):
     train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "2", *common])
     train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "3", *common])  # resumes
     train.main(["--stage", "descriptor", "--out", str(desc_dir), "--steps", "2", "--detector",
-                str(det_dir / "checkpoint.pt"), *common])
+                str(det_dir / "checkpoint.pt"), "--keep-val-checkpoints", *common])
     return root, det_dir, desc_dir
 
 
@@ -75,6 +75,10 @@ def test_training_resumes_and_logs(tiny_runs):
     assert not os.path.exists(det_dir / "checkpoint.pt.tmp")
     rows = open(desc_dir / "log.csv").read().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    # --keep-val-checkpoints: the weights of each validated step, besides the run's own checkpoint
+    assert sorted(p.name for p in desc_dir.glob("val-*.pt")) == ["val-000002.pt"]
+    assert torch.load(desc_dir / "val-000002.pt", weights_only=False)["step"] == 2
+    assert not list(det_dir.glob("val-*.pt"))
 
 
 def test_a_run_initialised_from_a_checkpoint_starts_from_its_weights_with_new_settings(tiny_runs):
