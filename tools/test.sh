@@ -30,7 +30,7 @@ echo "== python package (python/: the PyO3 module, kornia, hloc's features.h5, p
 venv=$(mktemp -d)
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet ./python   # a fresh virtualenv gets `import strek` from the repository alone
-(cd / && "$venv/bin/python" -c "import numpy, strek; f = strek.Session('cpu').extract(numpy.full((64, 80), 128, numpy.uint8)); print('fresh virtualenv:', strek.__version__, len(f), 'keypoints on a flat image')")
+(cd / && "$venv/bin/python" -c "import numpy, strek; f = strek.Session('cpu').extract(numpy.random.default_rng(0).integers(0, 256, (96, 128), numpy.uint8)); print('fresh virtualenv: strek', strek.__version__, len(f), 'keypoints from a numpy array')")
 rm -rf "$venv"
 python3 -m pip install --quiet ./python -r python/tests/requirements.txt
 python3 -m pytest -q -p no:cacheprovider python/tests

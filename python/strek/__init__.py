@@ -40,9 +40,10 @@ def _quiet_window_system_probe() -> None:
 _quiet_window_system_probe()
 
 from . import _strek  # noqa: E402
-from ._strek import StrekError, list_images, pair_list, verify_pair  # noqa: E402
+from ._strek import ColmapWriter, StrekError, list_images, pair_list, verify_pair  # noqa: E402
 
-__all__ = ["Session", "Features", "StrekError", "verify_pair", "pair_list", "list_images", "__version__"]
+__all__ = ["Session", "Features", "StrekError", "ColmapWriter", "verify_pair", "pair_list", "list_images",
+           "__version__"]
 __version__ = _strek.__version__
 
 Image = Union[np.ndarray, str, "os.PathLike[str]"]

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 import ray
 
-from . import Session, StrekError, _strek, hloc, list_images, pair_list, verify_pair
+from . import ColmapWriter, Session, StrekError, hloc, list_images, pair_list, verify_pair
 
 __all__ = ["extract", "match", "merge", "colmap", "Work"]
 
@@ -338,7 +338,7 @@ def merge(work: str, database: str, camera: str = "auto", log=print) -> dict:
     """Writes the COLMAP database from the shards and blocks: images in name order, pairs in list order."""
     w = Work(work)
     store = FeatureStore(w)
-    writer = _strek.ColmapWriter(database, camera)
+    writer = ColmapWriter(database, camera)
     ids = [writer.add_image(name, store[name]) for name in store.names]
     store.close()
     pairs = verified = 0

@@ -87,7 +87,7 @@ def test_pycolmap_maps_a_database_written_from_python(tmp_path, session, tum_fra
     import pycolmap
     names = sorted(p.name for p in tum_frames.iterdir())
     features = [session.extract(tum_frames / n) for n in names]
-    writer = strek._strek.ColmapWriter(tmp_path / "db.db", TUM_CAMERA)
+    writer = strek.ColmapWriter(tmp_path / "db.db", TUM_CAMERA)
     ids = [writer.add_image(n, f) for n, f in zip(names, features)]
     for k, (i, j) in enumerate(strek.pair_list("sequential:3", len(names))):
         m = session.match(features[i], features[j])
