@@ -209,13 +209,17 @@ def extract(images: str, work: str, workers: int = 1, gpus_per_worker: float = 0
 # --- matching ---------------------------------------------------------------------------------------------------
 
 class FeatureStore:
-    """Features of the extracted images, read from their shards on demand."""
+    """Features of extracted images, read from their shards on demand: `names` in image order, `shard_of` each
+    name's shard. `scan` finds them (the driver, once); a task gets only the entries it needs."""
 
-    def __init__(self, work: Work):
-        self.work = work
-        manifest = work.manifest()
-        self.names, self.shard_of = [], {}
-        for shard, images in work.shards(manifest):
+    def __init__(self, work: Work, names: list, shard_of: dict):
+        self.work, self.names, self.shard_of = work, names, shard_of
+        self.open = {}
+
+    @classmethod
+    def scan(cls, work: Work) -> "FeatureStore":
+        names, shard_of = [], {}
+        for shard, images in work.shards(work.manifest()):
             path = work.shard_path(shard)
             if not path.exists():
                 raise SystemExit(f"{path} is missing: run (or finish) `python -m strek.ray extract` first")
@@ -223,9 +227,9 @@ class FeatureStore:
                 present = set(hloc.names(h5))
             for name, _ in images:
                 if name in present:  # failed images are left out, as `strek colmap` leaves them out
-                    self.names.append(name)
-                    self.shard_of[name] = shard
-        self.open = {}
+                    names.append(name)
+                    shard_of[name] = shard
+        return cls(work, names, shard_of)
 
     def __getitem__(self, name: str):
         shard = self.shard_of[name]
@@ -250,16 +254,17 @@ def _matcher() -> Session:
 
 
 @ray.remote(max_retries=-1)
-def match_block(work: str, block: int, pairs: list, first: int, ratio: Optional[float], camera: str,
+def match_block(work: str, block: int, pairs: list, first: int, images: dict, ratio: Optional[float], camera: str,
                 min_inliers: int) -> int:
-    """Matches and verifies pairs `first ..` of the list (image indices into the store's names) and writes them."""
+    """Matches and verifies pairs `first ..` of the list and writes them; `images` maps each image index of the
+    pairs to its (name, shard), so that the task opens only the shards it needs."""
     w = Work(work)
-    store = FeatureStore(w)
+    store = FeatureStore(w, [], {name: shard for name, shard in images.values()})
     cache = {}
 
     def features(i):
         if i not in cache:
-            cache[i] = store[store.names[i]]
+            cache[i] = store[images[i][0]]
         return cache[i]
 
     counts, matches, configs, inlier_counts, inliers, fs, es = [], [], [], [], [], [], []
@@ -308,7 +313,7 @@ def match(work: str, pairs: str = "exhaustive", block: int = 256, ratio: Optiona
           camera: str = "auto", min_inliers: int = 15, log=print) -> dict:
     """Matches and verifies the pairs (`exhaustive`, `sequential:N` or a pairs file) in blocks of Ray tasks."""
     w = Work(work)
-    store = FeatureStore(w)
+    store = FeatureStore.scan(w)
     pair_spec = {"pairs": pairs, "block": block, "ratio": ratio, "camera": camera, "min_inliers": min_inliers}
     listed = read_pairs_file(pairs, store.names) if Path(pairs).is_file() else pair_list(pairs, len(store.names))
     settings_path = w.root / "matching.json"
@@ -321,7 +326,10 @@ def match(work: str, pairs: str = "exhaustive", block: int = 256, ratio: Optiona
     log(f"match: {len(store.names)} images, {len(listed)} pairs in {len(blocks)} blocks, "
         f"{len(blocks) - len(todo)} already written")
     start = time.monotonic()
-    pending = [match_block.remote(str(w.root), b, p, first, ratio, camera, min_inliers) for b, p, first in todo]
+    located = lambda block_pairs: {i: (store.names[i], store.shard_of[store.names[i]])
+                                   for pair in block_pairs for i in pair}
+    pending = [match_block.remote(str(w.root), b, p, first, located(p), ratio, camera, min_inliers)
+               for b, p, first in todo]
     done = 0
     while pending:
         ready, pending = ray.wait(pending)
@@ -337,7 +345,7 @@ def match(work: str, pairs: str = "exhaustive", block: int = 256, ratio: Optiona
 def merge(work: str, database: str, camera: str = "auto", log=print) -> dict:
     """Writes the COLMAP database from the shards and blocks: images in name order, pairs in list order."""
     w = Work(work)
-    store = FeatureStore(w)
+    store = FeatureStore.scan(w)
     writer = ColmapWriter(database, camera)
     ids = [writer.add_image(name, store[name]) for name in store.names]
     store.close()
