@@ -8,6 +8,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use strek::colmap::database::{Configuration, TwoViewRow};
@@ -73,14 +74,14 @@ impl PySession {
     fn extract<'py>(&self, py: Python<'py>, image: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let image = to_image(image)?;
         let features = py.detach(|| self.extractor.lock().expect("extractor lock").extract(&image)).map_err(engine_error)?;
-        features_dict(py, &features)
+        features_dict(py, features)
     }
 
     /// Features of several images in one submission.
     fn extract_batch<'py>(&self, py: Python<'py>, images: Vec<Bound<'py, PyAny>>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let images: Vec<Image> = images.iter().map(to_image).collect::<PyResult<_>>()?;
         let features = py.detach(|| self.extractor.lock().expect("extractor lock").extract_batch(&images)).map_err(engine_error)?;
-        features.iter().map(|f| features_dict(py, f)).collect()
+        features.into_iter().map(|f| features_dict(py, f)).collect()
     }
 
     /// Mutual nearest neighbours of two descriptor sets (N x D and M x D float32), as a K x 2 int64 array of
@@ -160,15 +161,16 @@ fn unit_floats_to_u16(values: &[f64]) -> PyResult<Vec<u16>> {
     Ok(values.iter().map(|v| (v * 65535.0).round() as u16).collect())
 }
 
-fn features_dict<'py>(py: Python<'py>, f: &Features) -> PyResult<Bound<'py, PyDict>> {
+/// The features as a dict of numpy arrays, which take over their vectors.
+fn features_dict(py: Python<'_>, f: Features) -> PyResult<Bound<'_, PyDict>> {
     let n = f.len();
     let d = PyDict::new(py);
-    let keypoints = Array2::from_shape_vec((n, 2), f.keypoints.iter().flatten().copied().collect()).expect("n x 2");
+    let keypoints = Array2::from_shape_vec((n, 2), f.keypoints.into_iter().flatten().collect()).expect("n x 2");
     d.set_item("keypoints", keypoints.into_pyarray(py))?;
-    d.set_item("scores", Array1::from(f.scores.clone()).into_pyarray(py))?;
-    d.set_item("orientations", Array1::from(f.orientations.clone()).into_pyarray(py))?;
-    d.set_item("scales", Array1::from(f.scales.clone()).into_pyarray(py))?;
-    d.set_item("descriptors", Array2::from_shape_vec((n, f.dim), f.descriptors.clone()).expect("n x dim").into_pyarray(py))?;
+    d.set_item("scores", Array1::from(f.scores).into_pyarray(py))?;
+    d.set_item("orientations", Array1::from(f.orientations).into_pyarray(py))?;
+    d.set_item("scales", Array1::from(f.scales).into_pyarray(py))?;
+    d.set_item("descriptors", Array2::from_shape_vec((n, f.dim), f.descriptors).expect("n x dim").into_pyarray(py))?;
     d.set_item("image_size", (f.image_size[0], f.image_size[1]))?;
     Ok(d)
 }
@@ -279,8 +281,14 @@ fn verify_pair<'py>(
 /// A COLMAP database written as `strek colmap` writes it, from features and verified matches made elsewhere.
 #[pyclass(name = "ColmapWriter", module = "strek._strek")]
 struct PyColmapWriter {
-    writer: Mutex<Option<Writer>>,
-    sizes: Mutex<Vec<usize>>,
+    /// `None` once finished.
+    open: Mutex<Option<OpenDatabase>>,
+}
+
+/// The writer and each image's keypoint count by its id, against which pairs' indices are checked.
+struct OpenDatabase {
+    writer: Writer,
+    keypoints: HashMap<i64, usize>,
 }
 
 #[pymethods]
@@ -291,41 +299,42 @@ impl PyColmapWriter {
     fn new(path: PathBuf, camera: &str) -> PyResult<Self> {
         let camera = camera.parse::<Camera>().map_err(engine_error)?;
         let writer = Writer::create(&path, camera).map_err(engine_error)?;
-        Ok(PyColmapWriter { writer: Mutex::new(Some(writer)), sizes: Mutex::new(Vec::new()) })
+        Ok(PyColmapWriter { open: Mutex::new(Some(OpenDatabase { writer, keypoints: HashMap::new() })) })
     }
 
     /// Writes an image (its name relative to the image folder) and its features; returns its image id.
     fn add_image(&self, name: &str, features: &Bound<'_, PyAny>) -> PyResult<i64> {
         let features = features_from(features)?;
-        let id = self.with(|w| w.add_image(name, &features).map(|(id, _)| id))?;
-        self.sizes.lock().expect("sizes lock").push(features.len());
-        Ok(id)
+        self.with(|db| {
+            let (id, _) = db.writer.add_image(name, &features).map_err(engine_error)?;
+            db.keypoints.insert(id, features.len());
+            Ok(id)
+        })
     }
 
     /// Writes a pair's matches and the dict `verify_pair` returned for them.
     fn add_pair(&self, image1: i64, image2: i64, matches: PyReadonlyArray2<'_, i64>, geometry: &Bound<'_, PyDict>) -> PyResult<()> {
-        let sizes = self.sizes.lock().expect("sizes lock").clone();
-        let size = |id: i64| usize::try_from(id - 1).ok().and_then(|k| sizes.get(k).copied());
-        let (Some(n1), Some(n2)) = (size(image1), size(image2)) else {
-            return Err(invalid(format!("image ids {image1} and {image2}: add both images first")));
-        };
-        let matches = pairs_from(&matches, n1, n2)?;
-        let row = two_view_row(geometry, n1, n2)?;
-        self.with(|w| w.add_pair(image1, image2, &matches, &row))
+        self.with(|db| {
+            let (Some(&n1), Some(&n2)) = (db.keypoints.get(&image1), db.keypoints.get(&image2)) else {
+                return Err(invalid(format!("image ids {image1} and {image2}: add both images first")));
+            };
+            let matches = pairs_from(&matches, n1, n2)?;
+            let row = two_view_row(geometry, n1, n2)?;
+            db.writer.add_pair(image1, image2, &matches, &row).map_err(engine_error)
+        })
     }
 
     /// Commits the database and moves it into place.
     fn finish(&self) -> PyResult<()> {
-        let writer = self.writer.lock().expect("writer lock").take().ok_or_else(|| invalid("the database is already finished".into()))?;
-        writer.finish().map_err(engine_error)
+        let db = self.open.lock().expect("database lock").take().ok_or_else(|| invalid("the database is already finished".into()))?;
+        db.writer.finish().map_err(engine_error)
     }
 }
 
 impl PyColmapWriter {
-    fn with<T>(&self, f: impl FnOnce(&mut Writer) -> strek::Result<T>) -> PyResult<T> {
-        let mut guard = self.writer.lock().expect("writer lock");
-        let writer = guard.as_mut().ok_or_else(|| invalid("the database is already finished".into()))?;
-        f(writer).map_err(engine_error)
+    fn with<T>(&self, f: impl FnOnce(&mut OpenDatabase) -> PyResult<T>) -> PyResult<T> {
+        let mut guard = self.open.lock().expect("database lock");
+        f(guard.as_mut().ok_or_else(|| invalid("the database is already finished".into()))?)
     }
 }
 

@@ -106,7 +106,7 @@ class ShardExtractor:
             written, failed = self.extract_shard(shard)
             done["shard"].append(shard)
             done["images"].append(written)
-            done["failed"].append(len(failed))
+            done["failed"].append(json.dumps(failed))
         return {k: np.asarray(v) for k, v in done.items()}
 
     def extract_shard(self, shard: int):
@@ -175,8 +175,9 @@ def extract(images: str, work: str, workers: int = 1, gpus_per_worker: float = 0
     settings = {"shard_size": shard_size, "weights": weights, "max_keypoints": max_keypoints}
     manifest = w.start(image_list(images, recursive), settings)
     w.features.mkdir(exist_ok=True)
-    todo = [s for s, _ in w.shards(manifest) if not w.shard_path(s).exists()]
-    total = len(w.shards(manifest))
+    shards = w.shards(manifest)
+    todo = [s for s, _ in shards if not w.shard_path(s).exists()]
+    total = len(shards)
     log(f"extract: {len(manifest['images'])} images in {total} shards, {total - len(todo)} already written")
     start, written, failed = time.monotonic(), 0, 0
     if todo:
@@ -194,14 +195,12 @@ def extract(images: str, work: str, workers: int = 1, gpus_per_worker: float = 0
         )  # Ray Data restarts a dead actor and retries its batch (max_restarts and max_task_retries are -1)
         for k, row in enumerate(dataset.iter_rows()):
             written += int(row["images"])
-            failed += int(row["failed"])
+            for _, reason in json.loads(str(row["failed"])):
+                failed += 1
+                log(f"  failed: {reason}")
             rate = written / max(time.monotonic() - start, 1e-9)
             log(f"  shard {int(row['shard'])} done ({k + 1}/{len(todo)}; {rate:.2f} images/s)")
     seconds = time.monotonic() - start
-    for shard, _ in w.shards(manifest):
-        with h5py.File(w.shard_path(shard), "r") as h5:
-            for name, reason in json.loads(h5.attrs["failed"]):
-                log(f"  failed: {reason}")
     log(f"extract: {written} images written, {failed} failed, in {seconds:.1f} s")
     return {"written": written, "failed": failed, "seconds": seconds, "shards": len(todo)}
 

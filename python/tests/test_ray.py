@@ -77,29 +77,21 @@ def database_rows(path):
 
 
 @pytest.fixture(scope="module")
-def tum_databases(tmp_path_factory, tum_frames_module):
+def tum_databases(tmp_path_factory, tum_frames):
     """The TUM frames' database from the CLI, from Ray, and from Ray with a worker killed mid-extraction."""
     root = tmp_path_factory.mktemp("tum")
-    cli("colmap", tum_frames_module, "-o", root / "cli.db", "--camera", TUM_CAMERA)
-    strek.ray.colmap(str(tum_frames_module), str(root / "work"), str(root / "ray.db"), camera=TUM_CAMERA,
+    cli("colmap", tum_frames, "-o", root / "cli.db", "--camera", TUM_CAMERA)
+    strek.ray.colmap(str(tum_frames), str(root / "work"), str(root / "ray.db"), camera=TUM_CAMERA,
                      workers=2, shard_size=4, device="cpu", block=40, log=quiet)
     marker = root / "killed"
     os.environ["STREK_RAY_KILL_ONCE"] = str(marker)
     try:
-        strek.ray.colmap(str(tum_frames_module), str(root / "work-killed"), str(root / "killed.db"),
+        strek.ray.colmap(str(tum_frames), str(root / "work-killed"), str(root / "killed.db"),
                          camera=TUM_CAMERA, workers=2, shard_size=4, device="cpu", block=40, log=quiet)
     finally:
         del os.environ["STREK_RAY_KILL_ONCE"]
     assert marker.exists(), "no worker was killed"
     return root
-
-
-@pytest.fixture(scope="module")
-def tum_frames_module():
-    from conftest import TUM
-    if not TUM.is_dir():
-        pytest.skip(f"{TUM} not found")
-    return TUM
 
 
 def test_the_ray_database_equals_the_clis(tum_databases):
@@ -109,8 +101,8 @@ def test_the_ray_database_equals_the_clis(tum_databases):
         assert ours[table] == theirs[table], table
 
 
-def test_tum_features_from_ray_equal_the_clis(tum_databases, tum_frames_module):
-    cli("extract", tum_frames_module, "-o", tum_databases / "cli-features")
+def test_tum_features_from_ray_equal_the_clis(tum_databases, tum_frames):
+    cli("extract", tum_frames, "-o", tum_databases / "cli-features")
     ours = ray_features(tum_databases / "work")
     assert len(ours) == 17
     for name, f in ours.items():
@@ -123,11 +115,11 @@ def test_a_worker_killed_mid_run_changes_nothing(tum_databases):
     assert database_rows(tum_databases / "killed.db") == database_rows(tum_databases / "ray.db")
 
 
-def test_pycolmap_maps_the_ray_database(tum_databases, tum_frames_module, tmp_path):
+def test_pycolmap_maps_the_ray_database(tum_databases, tum_frames, tmp_path):
     # on a copy: pycolmap upgrades the schema of a database it opens
     shutil.copy(tum_databases / "ray.db", tmp_path / "ray.db")
     out = subprocess.run([sys.executable, str(REPO / "tools/colmap/reconstruct.py"), str(tmp_path / "ray.db"),
-                          str(tum_frames_module), "--label", "strek-ray", "--min-registered", "12",
+                          str(tum_frames), "--label", "strek-ray", "--min-registered", "12",
                           "--max-reprojection", "2.0", "--min-points", "300"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -145,11 +137,11 @@ def test_matching_resumes_and_refuses_other_settings(tum_databases):
         strek.ray.match(str(work), "sequential:2", block=40, camera=TUM_CAMERA, log=quiet)
 
 
-def test_a_list_of_paths_and_a_pairs_file_give_the_same_database(tum_databases, tum_frames_module, tmp_path):
+def test_a_list_of_paths_and_a_pairs_file_give_the_same_database(tum_databases, tum_frames, tmp_path):
     """Images named by a list file and pairs named by an hloc pairs file, in the order of sequential:2."""
-    names = sorted(p.name for p in tum_frames_module.iterdir())
+    names = sorted(p.name for p in tum_frames.iterdir())
     listing = tmp_path / "images.txt"
-    listing.write_text("".join(f"{tum_frames_module / n}\n" for n in names))
+    listing.write_text("".join(f"{tum_frames / n}\n" for n in names))
     work = tmp_path / "work"
     strek.ray.extract(str(listing), str(work), workers=2, shard_size=4, device="cpu", log=quiet)
     # images of a list are named relative to the folder they share: here the names of the folder run
