@@ -47,7 +47,7 @@ struct ResizeParams {
     axis: u32,       // 0: resample along x (in_h == out_h), 1: along y (in_w == out_w)
     ratio: f32,      // input length / output length along the axis
     radius: f32,     // max(1, ratio)
-    _pad: u32,
+    out_offset: u32, // floats before the output map in dst (a pyramid level in the buffer of all levels)
 }
 
 @group(0) @binding(3) var<uniform> rp: ResizeParams;
@@ -80,7 +80,7 @@ fn resize_axis(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc += w * src[index];
         wsum += w;
     }
-    dst[gid.y * rp.out_w + gid.x] = acc / wsum;
+    dst[rp.out_offset + gid.y * rp.out_w + gid.x] = acc / wsum;
 }
 
 // A frame the host application rendered: any float-filterable colour texture (unorm or float formats; sRGB

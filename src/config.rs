@@ -201,8 +201,9 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let n = self.group_order;
         let fail = |m: String| Err(Error::Config(m));
-        if n == 0 || n % 4 != 0 || n > 32 {
-            return fail(format!("group_order {n} must be a multiple of 4 between 4 and 32"));
+        // the GPU's fused orientation pooling holds a pixel's N group channels in 4 vec4 registers
+        if n == 0 || n % 4 != 0 || n > 16 {
+            return fail(format!("group_order {n} must be 4, 8, 12 or 16"));
         }
         if !(self.input.std > 0.0) {
             return fail("input.std must be positive".into());

@@ -32,6 +32,11 @@ pub trait Extract {
     fn stage_times(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
+
+    /// Compute dispatches per image in the last call (GPU); `None` where the path has none.
+    fn dispatches_per_image(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Options of an extractor; `None` takes the value of the weights' config.

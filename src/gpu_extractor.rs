@@ -10,7 +10,7 @@ use crate::gpu::{Dispatch, Gpu};
 use crate::image_io::Image;
 use crate::model::descriptor::{DescriptorGpu, DescriptorPlan};
 use crate::model::detector::DetectorGpu;
-use crate::model::{nms_settings, pyramid, Level};
+use crate::model::{level_offsets, nms_settings, pyramid};
 use crate::ops::nms_topk::NmsTopk;
 use crate::ops::preprocess;
 use crate::ops::sample::{sample_descriptors, Sampling};
@@ -39,6 +39,8 @@ pub struct GpuExtractor {
     timer: Option<StageTimer>,
     /// Seconds per stage of the last batch: upload and readback on the host clock, GPU stages from timestamps.
     stage_times: Vec<(&'static str, f64)>,
+    /// Dispatches per image of the last batch.
+    dispatches: f64,
 }
 
 /// A begin and an end timestamp per GPU stage, resolved and read back with the keypoints.
@@ -131,6 +133,7 @@ impl GpuExtractor {
             plans: HashMap::new(),
             timer: StageTimer::new(gpu),
             stage_times: Vec::new(),
+            dispatches: 0.0,
         })
     }
 
@@ -180,28 +183,33 @@ impl GpuExtractor {
             Ok(()) => return Ok((w, h)),
             Err(e) => e,
         };
-        let Error::TooLarge { bytes, limit, .. } = refusal else { return Err(refusal) };
-        if self.oversize == Oversize::Refuse {
+        if !matches!(refusal, Error::TooLarge { .. }) || self.oversize == Oversize::Refuse {
             return Err(refusal);
         }
-        // buffers grow with the pixel count: start from the area ratio and shrink by 2 % until everything fits
-        let mut s = (limit as f64 / bytes as f64).sqrt();
-        loop {
-            let size = (((w as f64 * s) as u32).max(1), ((h as f64 * s) as u32).max(1));
-            if self.check_fits(size).is_ok() {
-                return Ok(size);
+        // the buffers grow with the scale (pixels, and pyramid levels as the short side passes their threshold):
+        // bisect for the largest scale that fits
+        let size = |s: f64| (((w as f64 * s) as u32).max(1), ((h as f64 * s) as u32).max(1));
+        let (mut fits, mut over) = (0.0, 1.0);
+        for _ in 0..40 {
+            let mid = 0.5 * (fits + over);
+            if self.check_fits(size(mid)).is_ok() {
+                fits = mid;
+            } else {
+                over = mid;
             }
-            if size == (1, 1) {
-                return Err(refusal);
-            }
-            s *= 0.98;
+        }
+        match self.check_fits(size(fits)) {
+            Ok(()) => Ok(size(fits)),
+            Err(_) => Err(refusal),
         }
     }
 
     fn check_fits(&self, (w, h): (u32, u32)) -> Result<()> {
         let gpu = &self.gpu;
+        let levels = pyramid(&self.config, w, h);
         gpu.check_size("input", 8 * w as u64 * h as u64, w, h)?;
-        gpu.check_size("detector activation", 4 * self.detector.scratch_len(w, h), w, h)?;
+        gpu.check_size("pyramid", 4 * level_offsets(&levels).last().unwrap(), w, h)?;
+        gpu.check_size("detector activation", 4 * self.detector.scratch_len(&levels), w, h)?;
         gpu.check_size("descriptor activation", self.descriptor.largest_buffer(w, h), w, h)
     }
 
@@ -222,6 +230,8 @@ impl GpuExtractor {
         if jobs.is_empty() {
             return Ok(results);
         }
+        let recorded: usize = jobs.iter().map(|j| 1 + self.plan(j).stages.iter().map(Vec::len).sum::<usize>()).sum();
+        self.dispatches = recorded as f64 / jobs.len() as f64;
         let upload_start = Instant::now();
         let (index, upload) = gpu.scoped(|| {
             let textures = self.upload(&jobs, inputs)?;
@@ -336,26 +346,25 @@ impl GpuExtractor {
         let heat: u64 = levels.iter().map(|l| l.geom.hw as u64 * l.geom.hh as u64).sum();
         self.check_fits((w, h))?;
         let raw = gpu.storage("raw image", 8 * pixels);
-        let gray = gpu.storage("gray", 4 * pixels);
-        let ping = gpu.storage("detector ping", 4 * self.detector.scratch_len(w, h));
-        let pong = gpu.storage("detector pong", 4 * self.detector.scratch_len(w, h));
+        // level 0 is the gray image; the other levels follow it in the same buffer, so that one dispatch per layer
+        // reads them all
+        let offsets = level_offsets(&levels);
+        let gray = gpu.storage("gray pyramid", 4 * offsets.last().unwrap());
+        let ping = gpu.storage("detector ping", 4 * self.detector.scratch_len(&levels));
+        let pong = gpu.storage("detector pong", 4 * self.detector.scratch_len(&levels));
         let scores = gpu.storage("scores", 4 * heat);
         let orientations = gpu.storage("orientations", 4 * heat);
         let mut buffers = vec![ping.clone(), pong.clone(), scores.clone(), orientations.clone()];
         let mut stages: [Vec<Dispatch>; STAGES.len()] = Default::default();
-        for level in &levels {
-            let input = if level.w == w && level.h == h {
-                gray.clone()
-            } else {
-                let tmp = gpu.storage("pyramid tmp", 4 * level.w as u64 * h as u64);
-                let image = gpu.storage("pyramid level", 4 * level.w as u64 * level.h as u64);
-                stages[PYRAMID].extend(preprocess::resize(gpu, &gray, &tmp, &image, (w, h), (level.w, level.h)));
-                buffers.extend([tmp, image.clone()]);
-                image
-            };
-            let Level { w: lw, h: lh, geom } = *level;
-            stages[DETECTOR].extend(self.detector.encode_level(gpu, &input, (lw, lh), &ping, &pong, &scores, &orientations, geom.offset));
+        for (level, &offset) in levels.iter().zip(&offsets) {
+            if offset == 0 {
+                continue; // level 0: the image itself
+            }
+            let tmp = gpu.storage("pyramid tmp", 4 * level.w as u64 * h as u64);
+            stages[PYRAMID].extend(preprocess::resize_into(gpu, &gray, &tmp, (&gray, offset as u32), (w, h), (level.w, level.h)));
+            buffers.push(tmp);
         }
+        stages[DETECTOR] = self.detector.encode(gpu, &gray, &levels, (&ping, &pong), (&scores, &orientations));
         let geoms: Vec<_> = levels.iter().map(|l| l.geom).collect();
         let select = NmsTopk::build(gpu, &geoms, &nms_settings(&self.config, self.max_keypoints), &scores, &orientations);
         stages[NMS_TOPK].extend(select.dispatches);
@@ -432,5 +441,9 @@ impl Extract for GpuExtractor {
 
     fn stage_times(&self) -> Vec<(&'static str, f64)> {
         GpuExtractor::stage_times(self).to_vec()
+    }
+
+    fn dispatches_per_image(&self) -> Option<f64> {
+        Some(self.dispatches)
     }
 }

@@ -132,7 +132,7 @@ fn device_out_of_memory_is_an_error_with_a_message_not_a_crash() {
             dir.join(image).display(),
             dir.join("out").display()
         );
-        strek_with_memory_cap(1_500_000, &args)
+        strek_with_memory_cap(1_100_000, &args)
     };
     // the cap leaves room for a small image: the failure below is the big image's device memory
     let small = run("small.png");

@@ -11,7 +11,7 @@ use std::f32::consts::FRAC_PI_2;
 use strek::demo::scene;
 use strek::geometry::rotate_image;
 use strek::model::detector::DetectorGpu;
-use strek::model::pyramid;
+use strek::model::{pyramid, Level};
 use strek::ops::preprocess::{resize_reference, to_gray_reference};
 use strek::ops::Map;
 use strek::config::{DescriptorConfig, DescriptorKind};
@@ -27,19 +27,26 @@ fn test_config(n: usize) -> ModelConfig {
     config
 }
 
-/// Score and orientation maps of the detector on the GPU for one level image.
-fn gpu_heatmaps(weights: &Weights, level: &Map) -> (Map, Map) {
+/// Score and orientation maps of the detector on the GPU for every level image, all levels in one dispatch per
+/// layer (as the extractor runs them).
+fn gpu_heatmaps(weights: &Weights, levels: &[Level], images: &[Map]) -> Vec<(Map, Map)> {
     let gpu = gpu();
     let detector = DetectorGpu::upload(gpu, &weights.detector());
-    let (w, h) = (level.w as u32, level.h as u32);
-    let (hw, hh) = (level.w - 28, level.h - 28);
-    let ping = gpu.storage("ping", 4 * detector.scratch_len(w, h));
-    let pong = gpu.storage("pong", 4 * detector.scratch_len(w, h));
-    let score = gpu.storage("score", 4 * (hw * hh) as u64);
-    let orientation = gpu.storage("orientation", 4 * (hw * hh) as u64);
-    let dispatches = detector.encode_level(gpu, &upload(level), (w, h), &ping, &pong, &score, &orientation, 0);
+    let pyramid: Vec<f32> = images.iter().flat_map(|m| m.data.clone()).collect();
+    let heat: u32 = levels.iter().map(|l| l.geom.hw * l.geom.hh).sum();
+    let ping = gpu.storage("ping", 4 * detector.scratch_len(levels));
+    let pong = gpu.storage("pong", 4 * detector.scratch_len(levels));
+    let score = gpu.storage("score", 4 * heat as u64);
+    let orientation = gpu.storage("orientation", 4 * heat as u64);
+    let dispatches = detector.encode(gpu, &upload(&Map::new(1, 1, pyramid.len(), pyramid)), levels, (&ping, &pong), (&score, &orientation));
+    assert_eq!(dispatches.len(), weights.detector().len(), "one dispatch per layer");
     gpu.run(&dispatches).unwrap();
-    (download(&score, 1, hh, hw), download(&orientation, 1, hh, hw))
+    let (scores, orientations) = (gpu.read_f32(&score, heat as usize).unwrap(), gpu.read_f32(&orientation, heat as usize).unwrap());
+    let cut = |all: &[f32], l: &Level| {
+        let (hw, hh, o) = (l.geom.hw as usize, l.geom.hh as usize, l.geom.offset as usize);
+        Map::new(1, hh, hw, all[o..o + hw * hh].to_vec())
+    };
+    levels.iter().map(|l| (cut(&scores, l), cut(&orientations, l))).collect()
 }
 
 #[test]
@@ -54,16 +61,21 @@ fn quarter_turn_rotates_heatmaps_and_shifts_orientations_at_every_level() {
         assert_eq!(levels.len(), 3, "all three levels of the test config are kept");
         let gray = to_gray_reference(&image, config.input);
         let turned_gray = to_gray_reference(&turned, config.input);
-        for (level, turned_level) in levels.iter().zip(&turned_levels) {
+        let resampled = |gray: &Map, levels: &[Level]| -> Vec<Map> {
+            levels.iter().map(|l| resize_reference(gray, l.w as usize, l.h as usize)).collect()
+        };
+        let (a_maps, b_maps) = (resampled(&gray, &levels), resampled(&turned_gray, &turned_levels));
+        let heatmaps = gpu_heatmaps(&weights, &levels, &a_maps);
+        let turned_heatmaps = gpu_heatmaps(&weights, &turned_levels, &b_maps);
+        for (l, (level, turned_level)) in levels.iter().zip(&turned_levels).enumerate() {
             assert_eq!((level.w, level.h), (turned_level.h, turned_level.w), "level sizes swap");
-            let a = resize_reference(&gray, level.w as usize, level.h as usize);
-            let b = resize_reference(&turned_gray, turned_level.w as usize, turned_level.h as usize);
-            assert_close(&format!("C{n} level {}x{} resampled image", level.w, level.h), &b.data, &rot90_map(&a).data, 1e-5);
-            let (score, orientation) = gpu_heatmaps(&weights, &a);
-            let (turned_score, turned_orientation) = gpu_heatmaps(&weights, &b);
+            let (a, b) = (&a_maps[l], &b_maps[l]);
+            assert_close(&format!("C{n} level {}x{} resampled image", level.w, level.h), &b.data, &rot90_map(a).data, 1e-5);
+            let (score, orientation) = &heatmaps[l];
+            let (turned_score, turned_orientation) = &turned_heatmaps[l];
             let tol = 1e-4 * max_abs(&score.data).max(1.0);
-            assert_close(&format!("C{n} level {}x{} heatmap", level.w, level.h), &turned_score.data, &rot90_map(&score).data, tol);
-            let expected = rot90_map(&orientation);
+            assert_close(&format!("C{n} level {}x{} heatmap", level.w, level.h), &turned_score.data, &rot90_map(score).data, tol);
+            let expected = rot90_map(orientation);
             let mut compared = 0;
             for (p, (&got, &want)) in turned_orientation.data.iter().zip(&expected.data).enumerate() {
                 let d = angle_diff(got, want + FRAC_PI_2);

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use strek::config::{ConvSpec, GroupStructure, InputNorm};
 use strek::image_io::{Image, Samples};
-use strek::ops::conv::{conv2d_reference, out_len, GpuConv};
+use strek::ops::conv::{conv2d_reference, out_len, GpuConv, Part};
 use strek::features::KeypointRecord;
 use strek::ops::nms_topk::{nms_topk_reference, LevelGeom, NmsSettings, NmsTopk};
 use strek::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
@@ -107,11 +107,12 @@ fn fused_last_layer_with_orientation_pooling_matches_reference() {
         for &(w, h) in &[(5, 5), (11, 17), (64, 61)] {
             let x = random_map(&mut rng, last.spec.c_in, h, w);
             let (ow, oh) = (w - 4, h - 4);
-            let layer = GpuConv::upload(gpu, &last);
+            let layer = GpuConv::upload_for_pooling(gpu, &last);
             let offset = 3; // the maps are written at an offset in the pooled buffers
             let score = gpu.storage("score", 4 * (offset + ow * oh) as u64);
             let orientation = gpu.storage("orientation", 4 * (offset + ow * oh) as u64);
-            let d = conv_orientation_pool(gpu, &layer, &upload(&x), (w as u32, h as u32), &score, &orientation, offset as u32);
+            let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: offset as u32 };
+            let d = conv_orientation_pool(gpu, &layer, &upload(&x), &[part], &score, &orientation);
             gpu.run(&[d]).unwrap();
             let logits = conv2d_reference(&x, &last, 0, false);
             let (want_score, want_orientation) = orientation_pool_reference(&logits);
@@ -157,6 +158,7 @@ fn nms_topk_matches_reference_exactly() {
         (vec![(200, 150), (141, 106), (100, 75)], 1, 2, -0.5, 500, 0.0),
         (vec![(1023, 769)], 1, 0, -1e30, 2048, 0.0),
         (vec![(64, 48)], 3, 0, -1e30, 7, 0.5),
+        (vec![(40, 30), (28, 21)], 1, 0, -1e30, 50, 10.0), // a flat heatmap: every score ties
     ] {
         let mut offset = 0;
         let levels: Vec<(LevelGeom, Map, Map)> = sizes

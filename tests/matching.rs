@@ -244,3 +244,36 @@ fn cpu_matcher_handles_nan_empty_and_mismatched_sets() {
     let err = strek::Matcher::Cpu.mutual_nearest(&a, &other, 1.0).unwrap_err().to_string();
     assert!(err.contains("16") && err.contains("8"), "{err}");
 }
+
+/// A GPU session matches on the device it extracts on (`strek eval`, `match`, `colmap` and `track` take their
+/// matcher from the session): no second device is opened.
+#[test]
+fn a_gpu_session_matches_on_its_own_device() {
+    let options = strek::gpu::GpuOptions { prefer_software: true, ..Default::default() };
+    let session = strek::Session::open(strek::Device::Gpu, &options).unwrap();
+    let session_device = &session.gpu().expect("a GPU session").device;
+    for choice in [strek::Device::Auto, strek::Device::Gpu] {
+        match session.matcher(choice).unwrap() {
+            strek::Matcher::Gpu(m) => assert!(m.gpu().device == *session_device, "{choice:?}: the matcher's device is another"),
+            strek::Matcher::Cpu => panic!("{choice:?}: a GPU session matched on the CPU"),
+        }
+    }
+}
+
+/// The matcher keeps its buffers between calls: across sets of changing sizes (more capacities than it keeps, and
+/// smaller sets after larger ones, whose rows stay in the buffers), it gives what a fresh matcher gives.
+#[test]
+fn matcher_buffers_are_reused_across_sizes() {
+    let mut rng = Rng::new(77);
+    let reused = GpuMatcher::new(gpu());
+    for &(na, nb) in &[(1000, 999), (5, 9), (300, 17), (9, 5), (2, 3), (64, 700), (33, 1), (1000, 999), (300, 17)] {
+        let a = random_features(&mut rng, na, 128);
+        let b = random_features(&mut rng, nb, 128);
+        let fresh = GpuMatcher::new(gpu()).run(&a, &b, 0.9).unwrap();
+        let got = reused.run(&a, &b, 0.9).unwrap();
+        let indices = |n: &[Nearest]| n.iter().map(|n| (n.index, n.best, n.second)).collect::<Vec<_>>();
+        assert_eq!(indices(&got.a_to_b), indices(&fresh.a_to_b), "{na} x {nb}: a -> b");
+        assert_eq!(indices(&got.b_to_a), indices(&fresh.b_to_a), "{na} x {nb}: b -> a");
+        assert_eq!(got.matches, fresh.matches, "{na} x {nb}: matches");
+    }
+}

@@ -3,14 +3,43 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use strek::ops::conv::Tiling;
 use strek::ops::ALL_SHADERS;
 
-fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+/// The module with its override constants set (the others at their defaults), as a pipeline would compile it.
+fn parse_with(name: &str, source: &str, constants: &[(&str, f64)]) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
     let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-    (module, info)
+    let constants: naga::back::PipelineConstants = constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+        .unwrap_or_else(|e| panic!("{name} with {constants:?}: {e}"));
+    (module.into_owned(), info.into_owned())
+}
+
+fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    parse_with(name, source, &[])
+}
+
+/// The override constants each shader is compiled with: for conv.wgsl, those of every layer of the default model
+/// on a downlevel adapter (its tiling depends on the workgroup memory); the defaults for the others.
+fn specialisations(shader: &strek::gpu::Shader) -> Vec<Vec<(&'static str, f64)>> {
+    if shader.name != strek::ops::conv::SHADER.name {
+        return vec![vec![]];
+    }
+    let limit = wgpu::Limits::downlevel_defaults().max_compute_workgroup_storage_size;
+    let weights = strek::weights::Weights::random(&strek::ModelConfig::default_s_trek(), 1);
+    let detector = weights.detector();
+    let last = detector.len() - 1;
+    let mut out = Vec::new();
+    for (i, layer) in detector.iter().enumerate() {
+        out.push(Tiling::for_layer(&layer.spec, i == last, limit).constants(&layer.spec, 0, i != last));
+    }
+    for layer in weights.descriptor() {
+        out.push(Tiling::for_layer(&layer.spec, false, limit).constants(&layer.spec, layer.spec.k as u32 / 2, true));
+    }
+    out
 }
 
 #[test]
@@ -60,7 +89,8 @@ fn every_entry_point_is_a_compute_shader_with_a_workgroup_size() {
 fn every_entry_point_fits_the_downlevel_limits() {
     let limits = wgpu::Limits::downlevel_defaults();
     for shader in ALL_SHADERS {
-        let (module, info) = parse(shader.name, shader.source);
+        for constants in specialisations(shader) {
+        let (module, info) = parse_with(shader.name, shader.source, &constants);
         for (i, entry) in module.entry_points.iter().enumerate() {
             let function = info.get_entry_point(i);
             let used = module.global_variables.iter().filter(|(handle, _)| !function[*handle].is_empty());
@@ -74,7 +104,8 @@ fn every_entry_point_fits_the_downlevel_limits() {
             }
             let name = format!("{}::{}", shader.name, entry.name);
             assert!(storage <= limits.max_storage_buffers_per_shader_stage, "{name}: {storage} storage buffers");
-            assert!(workgroup_bytes <= limits.max_compute_workgroup_storage_size, "{name}: {workgroup_bytes} B of workgroup memory");
+            assert!(workgroup_bytes <= limits.max_compute_workgroup_storage_size, "{name} {constants:?}: {workgroup_bytes} B of workgroup memory");
+        }
         }
     }
 }

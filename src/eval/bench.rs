@@ -91,6 +91,8 @@ pub struct Measurement {
     pub gflops: BTreeMap<String, f64>,
     /// Device memory allocated after the runs (the plans stay allocated, so this is the peak), where known.
     pub peak_memory_bytes: Option<u64>,
+    /// Compute dispatches per image (GPU).
+    pub dispatches_per_image: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +171,7 @@ pub fn measure(
         macs_per_image: macs,
         gflops,
         peak_memory_bytes: memory(),
+        dispatches_per_image: extractor.dispatches_per_image(),
     })
 }
 
@@ -228,14 +231,15 @@ pub fn tables(rows: &[Measurement], peak_gflops: Option<f64>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5}  {:>9} {:>19}  {:>9}  {:>12}  {:>9}  {:>8}  {:>9}",
-        "size", "batch", "wall ms", "p10-p90 ms", "images/s", "keypoints/s", "GMAC/img", "GFLOP/s", "peak MiB"
+        "{:<10} {:>5}  {:>9} {:>19}  {:>9}  {:>12}  {:>9}  {:>8}  {:>9}  {:>10}",
+        "size", "batch", "wall ms", "p10-p90 ms", "images/s", "keypoints/s", "GMAC/img", "GFLOP/s", "peak MiB", "dispatches"
     );
     for r in rows {
         let mem = r.peak_memory_bytes.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64));
+        let dispatches = r.dispatches_per_image.map_or("-".to_string(), |d| format!("{d:.0}/img"));
         let _ = writeln!(
             out,
-            "{:<10} {:>5}  {:>9.1} {:>19}  {:>9.2}  {:>12.0}  {:>9.2}  {:>8.2}  {:>9}",
+            "{:<10} {:>5}  {:>9.1} {:>19}  {:>9.2}  {:>12.0}  {:>9.2}  {:>8.2}  {:>9}  {:>10}",
             format!("{}x{}", r.width, r.height),
             r.batch,
             1e3 * r.wall.median,
@@ -244,7 +248,8 @@ pub fn tables(rows: &[Measurement], peak_gflops: Option<f64>) -> String {
             r.keypoints_per_second,
             r.macs_per_image.total() / 1e9,
             r.gflops["end_to_end"],
-            mem
+            mem,
+            dispatches
         );
     }
     let names: Vec<&str> = {

@@ -53,7 +53,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
-    pipelines: Arc<Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>>,
+    /// By shader, entry point and override constants (as text: `K=5,C_IN=16,...`).
+    pipelines: Arc<Mutex<HashMap<(&'static str, &'static str, String), Arc<wgpu::ComputePipeline>>>>,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -208,8 +209,14 @@ impl Gpu {
 
     /// The compute pipeline of one entry point, compiled once and cached.
     pub fn pipeline(&self, shader: Shader, entry: &'static str) -> Arc<wgpu::ComputePipeline> {
+        self.pipeline_specialized(shader, entry, &[])
+    }
+
+    /// The pipeline of an entry point with values for the shader's override constants (one per layer shape).
+    pub fn pipeline_specialized(&self, shader: Shader, entry: &'static str, constants: &[(&str, f64)]) -> Arc<wgpu::ComputePipeline> {
+        let key = constants.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(",");
         let mut pipelines = self.pipelines.lock().unwrap();
-        if let Some(p) = pipelines.get(&(shader.name, entry)) {
+        if let Some(p) = pipelines.get(&(shader.name, entry, key.clone())) {
             return p.clone();
         }
         let mut modules = self.modules.lock().unwrap();
@@ -224,10 +231,10 @@ impl Gpu {
             layout: None,
             module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         }));
-        pipelines.insert((shader.name, entry), pipeline.clone());
+        pipelines.insert((shader.name, entry, key), pipeline.clone());
         pipeline
     }
 
@@ -285,11 +292,24 @@ impl Gpu {
         bindings: &[(u32, &wgpu::Buffer)],
         workgroups: [u32; 3],
     ) -> Dispatch {
+        self.dispatch_specialized(shader, entry, &[], bindings, workgroups)
+    }
+
+    /// `dispatch` of a pipeline specialised by override constants.
+    pub fn dispatch_specialized(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&str, f64)],
+        bindings: &[(u32, &wgpu::Buffer)],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
             .collect();
-        self.dispatch_entries(shader, entry, &entries, workgroups)
+        let pipeline = self.pipeline_specialized(shader, entry, constants);
+        self.bind(pipeline, entry, &entries, workgroups)
     }
 
     /// `dispatch` with any kind of resource (texture views too).
@@ -300,7 +320,10 @@ impl Gpu {
         entries: &[wgpu::BindGroupEntry],
         workgroups: [u32; 3],
     ) -> Dispatch {
-        let pipeline = self.pipeline(shader, entry);
+        self.bind(self.pipeline(shader, entry), entry, entries, workgroups)
+    }
+
+    fn bind(&self, pipeline: Arc<wgpu::ComputePipeline>, entry: &'static str, entries: &[wgpu::BindGroupEntry], workgroups: [u32; 3]) -> Dispatch {
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
             layout: &pipeline.get_bind_group_layout(0),

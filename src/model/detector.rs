@@ -3,7 +3,8 @@
 
 use crate::config::{detector_walk, DetectorLayer};
 use crate::gpu::{Dispatch, Gpu};
-use crate::ops::conv::{conv2d_reference, GpuConv};
+use crate::model::{level_offsets, Level};
+use crate::ops::conv::{conv2d_reference, GpuConv, Part};
 use crate::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
 use crate::ops::Map;
 use crate::weights::ConvWeights;
@@ -25,41 +26,55 @@ pub struct DetectorGpu {
 
 impl DetectorGpu {
     pub fn upload(gpu: &Gpu, layers: &[ConvWeights]) -> Self {
-        DetectorGpu { layers: layers.iter().map(|l| GpuConv::upload(gpu, l)).collect() }
+        let upload = |(role, layer)| match role {
+            DetectorLayer::Pooled => GpuConv::upload_for_pooling(gpu, layer),
+            _ => GpuConv::upload(gpu, layer),
+        };
+        DetectorGpu { layers: detector_walk(layers).map(upload).collect() }
     }
 
-    /// Floats needed by each of the two ping-pong buffers for a `w` x `h` level.
-    pub fn scratch_len(&self, w: u32, h: u32) -> u64 {
-        let widest = self.layers.iter().map(|l| l.spec.c_out).max().unwrap_or(1) as u64;
-        widest * w as u64 * h as u64
+    fn widest(&self) -> u64 {
+        self.layers.iter().map(|l| l.spec.c_out).max().unwrap_or(1) as u64
     }
 
-    /// Dispatches for one level: `input` (1 x w x h) through the layers, alternating `ping` and `pong`, the last
-    /// layer writing score and orientation at `offset`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_level(
+    /// Floats needed by each of the two ping-pong buffers for all levels.
+    pub fn scratch_len(&self, levels: &[Level]) -> u64 {
+        self.widest() * level_offsets(levels).last().unwrap()
+    }
+
+    /// One dispatch per layer over every level: `pyramid` holds the levels' normalised gray images one after another
+    /// (`level_offsets`), the layers alternate between `ping` and `pong` (level l at `widest * offset[l]`), and the
+    /// last layer writes score and orientation at each level's `geom.offset`.
+    pub fn encode(
         &self,
         gpu: &Gpu,
-        input: &wgpu::Buffer,
-        (w, h): (u32, u32),
-        ping: &wgpu::Buffer,
-        pong: &wgpu::Buffer,
-        scores: &wgpu::Buffer,
-        orientations: &wgpu::Buffer,
-        offset: u32,
+        pyramid: &wgpu::Buffer,
+        levels: &[Level],
+        (ping, pong): (&wgpu::Buffer, &wgpu::Buffer),
+        (scores, orientations): (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Vec<Dispatch> {
+        let pixels = level_offsets(levels);
+        let scratch: Vec<u32> = pixels.iter().map(|&o| (o * self.widest()) as u32).collect();
+        let mut parts: Vec<Part> = levels
+            .iter()
+            .zip(&pixels)
+            .map(|(l, &offset)| Part { in_size: (l.w, l.h), in_offset: offset as u32, out_offset: 0 })
+            .collect();
         let mut dispatches = Vec::new();
-        let (mut cur_w, mut cur_h) = (w, h);
-        let mut src = input;
+        let mut src = pyramid;
         for (i, (role, layer)) in detector_walk(&self.layers).enumerate() {
             if role == DetectorLayer::Pooled {
-                dispatches.push(conv_orientation_pool(gpu, layer, src, (cur_w, cur_h), scores, orientations, offset));
+                parts.iter_mut().zip(levels).for_each(|(p, l)| p.out_offset = l.geom.offset);
+                dispatches.push(conv_orientation_pool(gpu, layer, src, &parts, scores, orientations));
                 break;
             }
             let dst = if i % 2 == 0 { ping } else { pong };
-            dispatches.push(layer.dispatch(gpu, src, dst, (cur_w, cur_h), 0, true));
-            cur_w -= layer.spec.k as u32 - 1;
-            cur_h -= layer.spec.k as u32 - 1;
+            parts.iter_mut().zip(&scratch).for_each(|(p, &o)| p.out_offset = o);
+            dispatches.push(layer.dispatch_parts(gpu, src, dst, &parts, 0, true));
+            for p in &mut parts {
+                p.in_size = layer.out_size(p.in_size, 0);
+                p.in_offset = p.out_offset;
+            }
             src = dst;
         }
         dispatches

@@ -20,6 +20,22 @@ pub struct Level {
     pub geom: LevelGeom,
 }
 
+impl Level {
+    pub fn pixels(&self) -> u64 {
+        self.w as u64 * self.h as u64
+    }
+}
+
+/// Where each level starts (in pixels) when the levels are stored one after another (the GPU's pyramid buffer,
+/// and, times the channel count, the detector's activations); the last entry is the total.
+pub fn level_offsets(levels: &[Level]) -> Vec<u64> {
+    let mut offsets = vec![0];
+    for level in levels {
+        offsets.push(offsets.last().unwrap() + level.pixels());
+    }
+    offsets
+}
+
 /// Levels of an image: sizes `round(W*s) x round(H*s)`; levels with a short side under `min_level_side` are skipped
 /// (level 0 is always kept), and so are levels smaller than the receptive field (no heatmap).
 pub fn pyramid(config: &ModelConfig, w: u32, h: u32) -> Vec<Level> {

@@ -1,26 +1,13 @@
 //! Dense convolution with fused bias and ReLU (shaders/conv.wgsl): the detector's lifting and group convolutions
-//! (expanded filters, valid padding) and the descriptor's convolutions (zero same padding).
+//! (expanded filters, valid padding) and the descriptor's convolutions (zero same padding). The kernel's register
+//! tile and staging depth are chosen per layer (`Tiling`) and compiled in as override constants.
 
 use super::Map;
-use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
+use crate::gpu::{Dispatch, Gpu, Shader};
+use crate::config::ConvSpec;
 use crate::weights::ConvWeights;
 
 pub const SHADER: Shader = Shader { name: "conv", source: include_str!("../../shaders/conv.wgsl") };
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
-    in_w: u32,
-    in_h: u32,
-    out_w: u32,
-    out_h: u32,
-    c_in: u32,
-    c_out: u32,
-    k: u32,
-    pad: u32,
-    relu: u32,
-    _pad: [u32; 3],
-}
 
 /// Output size of a convolution: `n + 2*pad - k + 1`, or 0 when the input is too small.
 pub fn out_len(n: usize, k: usize, pad: usize) -> usize {
@@ -61,24 +48,134 @@ pub fn conv2d_reference(x: &Map, conv: &ConvWeights, pad: usize, relu: bool) -> 
     out
 }
 
-/// Weights packed for the kernel: `[c_out/4][c_in][k][k]` x 4 output channels.
-pub fn pack_weights(conv: &ConvWeights) -> Vec<f32> {
+/// Workgroup memory for the staged input tiles and filter taps, in bytes: at most 32 KiB, and 32 B below the
+/// adapter's limit (downlevel GL adapters allow 16,352 B).
+fn workgroup_floats(limit_bytes: u32) -> u32 {
+    (limit_bytes.min(32768) - 32) / 4
+}
+/// Maps one dispatch can cover (conv.wgsl's MAX_PARTS); the pyramid has at most `config::MAX_LEVELS`.
+pub const MAX_PARTS: usize = 8;
+/// A workgroup is WG_X x WG_Y invocations (conv.wgsl), covering WG_X * PX x WG_Y pixels.
+const WG_X: u32 = 8;
+const WG_Y: u32 = 8;
+/// Pixels per invocation along x (conv.wgsl's PX).
+const PX: u32 = 4;
+/// Group channels the fused orientation pooling holds in one invocation (4 vec4s; `ModelConfig::validate`).
+pub const MAX_POOLED: usize = 16;
+
+/// The kernel's shape for one layer: 4 pixels x `4 * ocv` output channels per invocation (`ocv` 1 or 2), `chunk`
+/// input channels staged in workgroup memory at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    pub ocv: u32,
+    pub chunk: u32,
+}
+
+impl Tiling {
+    /// The deepest staging that fits `budget` floats of workgroup memory and divides `c_in`: per input channel, its input tile
+    /// with halo and its filter taps (`k * k * ocv` vec4s).
+    fn new(c_in: usize, k: usize, ocv: u32, budget: u32) -> Self {
+        let k = k as u32;
+        let per_channel = (WG_X * PX + k - 1) * (WG_Y + k - 1) + 4 * k * k * ocv;
+        let chunk = (1..=c_in as u32).rev().find(|&c| c_in as u32 % c == 0 && c * per_channel <= budget).unwrap_or(1);
+        Tiling { ocv, chunk }
+    }
+
+    /// The tiling of a layer on an adapter with `workgroup_bytes` of workgroup memory; `pooled`: the detector's
+    /// last layer, fused with orientation pooling.
+    pub fn for_layer(spec: &ConvSpec, pooled: bool, workgroup_bytes: u32) -> Self {
+        let budget = workgroup_floats(workgroup_bytes);
+        match pooled {
+            true => Self::pooled(spec.c_in, spec.c_out, spec.k, budget),
+            false => Self::conv(spec.c_in, spec.c_out, spec.k, budget),
+        }
+    }
+
+    /// The override constants of conv.wgsl for this tiling of `spec`.
+    pub fn constants(self, spec: &ConvSpec, pad: u32, relu: bool) -> Vec<(&'static str, f64)> {
+        vec![
+            ("K", spec.k as f64),
+            ("C_IN", spec.c_in as f64),
+            ("CHUNK", self.chunk as f64),
+            ("PAD", pad as f64),
+            ("RELU", relu as u32 as f64),
+            ("OCV", self.ocv as f64),
+        ]
+    }
+
+    /// A plain convolution: up to 16 output channels per invocation.
+    fn conv(c_in: usize, c_out: usize, k: usize, budget: u32) -> Self {
+        let vec4s = (c_out / 4) as u32;
+        Self::new(c_in, k, [4, 2, 1].into_iter().find(|d| vec4s % d == 0).unwrap_or(1), budget)
+    }
+
+    /// The fused orientation pooling: all `c_out` (at most `MAX_POOLED`) group channels of a pixel in one
+    /// invocation.
+    fn pooled(c_in: usize, c_out: usize, k: usize, budget: u32) -> Self {
+        assert!(c_out <= MAX_POOLED, "fused pooling of {c_out} channels: at most {MAX_POOLED}");
+        Self::new(c_in, k, (c_out / 4) as u32, budget)
+    }
+
+    /// Output pixels of one workgroup: (width, height).
+    fn footprint(self) -> (u32, u32) {
+        (WG_X * PX, WG_Y)
+    }
+}
+
+/// Weights packed for a tiling: `[c_out / (4 ocv)][c_in][k][k][ocv]` x 4 output channels, then the bias.
+pub fn pack_filters(conv: &ConvWeights, tiling: Tiling) -> Vec<f32> {
     let s = &conv.spec;
     let kk = s.k * s.k;
+    let per_block = 4 * tiling.ocv as usize;
     let mut packed = vec![0f32; s.c_out * s.c_in * kk];
     for o in 0..s.c_out {
+        let (block, j, lane) = (o / per_block, (o % per_block) / 4, o % 4);
         for c in 0..s.c_in {
             for t in 0..kk {
-                packed[(((o / 4) * s.c_in + c) * kk + t) * 4 + o % 4] = conv.weight[(o * s.c_in + c) * kk + t];
+                packed[((((block * s.c_in + c) * kk + t) * tiling.ocv as usize + j) * 4) + lane] =
+                    conv.weight[(o * s.c_in + c) * kk + t];
             }
         }
     }
+    packed.extend_from_slice(&conv.bias);
     packed
 }
 
-/// Weights and bias of one layer, uploaded once.
+/// One map of a dispatch: the input's size and where input and output start in their buffers (floats).
+#[derive(Clone, Copy, Debug)]
+pub struct Part {
+    pub in_size: (u32, u32),
+    pub in_offset: u32,
+    pub out_offset: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PartParams {
+    in_w: u32,
+    in_h: u32,
+    out_w: u32,
+    out_h: u32,
+    in_offset: u32,
+    out_offset: u32,
+    first_group: u32,
+    groups_x: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    parts: u32,
+    groups: u32,
+    c_out: u32,
+    _pad: u32,
+    part: [PartParams; MAX_PARTS],
+}
+
+/// Weights and bias of one layer, uploaded once, packed for the layer's tiling.
 pub struct GpuConv {
-    pub spec: crate::config::ConvSpec,
+    pub spec: ConvSpec,
+    pub tiling: Tiling,
     /// The packed weights, then the bias as c_out/4 vec4s: one storage binding for both, so that the fused
     /// orientation pooling stays within the 4 storage buffers per stage of downlevel adapters (GL).
     filters: wgpu::Buffer,
@@ -86,43 +183,79 @@ pub struct GpuConv {
 
 impl GpuConv {
     pub fn upload(gpu: &Gpu, conv: &ConvWeights) -> Self {
-        let mut filters = pack_weights(conv);
-        filters.extend_from_slice(&conv.bias);
-        GpuConv { spec: conv.spec.clone(), filters: gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&filters)) }
+        let s = &conv.spec;
+        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, false, gpu.limits.max_compute_workgroup_storage_size))
     }
 
-    /// Packed weights followed by the bias (see the shaders' `bias_base`).
-    pub fn filters(&self) -> &wgpu::Buffer {
-        &self.filters
+    /// For `conv_orientation_pool`: every group channel of a pixel in one invocation.
+    pub fn upload_for_pooling(gpu: &Gpu, conv: &ConvWeights) -> Self {
+        let s = &conv.spec;
+        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, true, gpu.limits.max_compute_workgroup_storage_size))
+    }
+
+    fn upload_tiled(gpu: &Gpu, conv: &ConvWeights, tiling: Tiling) -> Self {
+        let filters = pack_filters(conv, tiling);
+        GpuConv { spec: conv.spec.clone(), tiling, filters: gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&filters)) }
+    }
+
+    /// Output size of an input map, with `pad` zeros on every side.
+    pub fn out_size(&self, (w, h): (u32, u32), pad: u32) -> (u32, u32) {
+        let k = self.spec.k;
+        (out_len(w as usize, k, pad as usize) as u32, out_len(h as usize, k, pad as usize) as u32)
     }
 
     /// One convolution of an `in_w` x `in_h` map in `input` into `output`.
-    pub fn dispatch(
-        &self,
-        gpu: &Gpu,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-        (in_w, in_h): (u32, u32),
-        pad: u32,
-        relu: bool,
-    ) -> Dispatch {
-        let s = &self.spec;
-        let out_w = out_len(in_w as usize, s.k, pad as usize) as u32;
-        let out_h = out_len(in_h as usize, s.k, pad as usize) as u32;
-        let params = ConvParams {
-            in_w,
-            in_h,
-            out_w,
-            out_h,
-            c_in: s.c_in as u32,
-            c_out: s.c_out as u32,
-            k: s.k as u32,
-            pad,
-            relu: relu as u32,
-            _pad: [0; 3],
-        };
+    pub fn dispatch(&self, gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, size: (u32, u32), pad: u32, relu: bool) -> Dispatch {
+        let part = Part { in_size: size, in_offset: 0, out_offset: 0 };
+        self.dispatch_parts(gpu, input, output, &[part], pad, relu)
+    }
+
+    /// One convolution of every part (maps at offsets of `input`, written at offsets of `output`), one dispatch.
+    pub fn dispatch_parts(&self, gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, parts: &[Part], pad: u32, relu: bool) -> Dispatch {
+        let (params, workgroups) = self.params(parts, pad);
         let p = gpu.uniform("conv params", &params);
-        let bindings = [(0, &p), (1, input), (2, &self.filters), (4, output)];
-        gpu.dispatch(SHADER, "conv2d", &bindings, groups_2d(out_w, out_h, 8, s.c_out as u32 / 4))
+        let constants = self.constants(pad, relu);
+        gpu.dispatch_specialized(SHADER, "conv2d", &constants, &[(0, &p), (1, input), (2, &self.filters), (4, output)], workgroups)
+    }
+
+    /// The fused last layer and orientation pooling (`orientation_pool`): valid padding, no ReLU; each part's
+    /// `out_offset` is where its maps start in `score` and `orientation`.
+    pub fn dispatch_pooled(&self, gpu: &Gpu, input: &wgpu::Buffer, parts: &[Part], score: &wgpu::Buffer, orientation: &wgpu::Buffer) -> Dispatch {
+        assert_eq!(self.tiling.ocv as usize * 4, self.spec.c_out, "uploaded with upload_for_pooling");
+        let (params, workgroups) = self.params(parts, 0);
+        let p = gpu.uniform("pool params", &params);
+        let constants = self.constants(0, false);
+        let bindings = [(0, &p), (1, input), (2, &self.filters), (5, score), (6, orientation)];
+        gpu.dispatch_specialized(SHADER, "conv_orientation_pool", &constants, &bindings, workgroups)
+    }
+
+    fn constants(&self, pad: u32, relu: bool) -> Vec<(&'static str, f64)> {
+        self.tiling.constants(&self.spec, pad, relu)
+    }
+
+    /// The parameter block (parts numbered workgroup after workgroup) and the workgroup grid: tiles over x and y
+    /// (65,535 at most per dimension), channel blocks over z.
+    fn params(&self, parts: &[Part], pad: u32) -> (ConvParams, [u32; 3]) {
+        assert!(!parts.is_empty() && parts.len() <= MAX_PARTS, "{} parts: 1 to {MAX_PARTS} per dispatch", parts.len());
+        let (tile_w, tile_h) = self.tiling.footprint();
+        let mut params = ConvParams { parts: parts.len() as u32, groups: 0, c_out: self.spec.c_out as u32, _pad: 0, part: Default::default() };
+        for (slot, part) in params.part.iter_mut().zip(parts) {
+            let (out_w, out_h) = self.out_size(part.in_size, pad);
+            let groups_x = out_w.div_ceil(tile_w);
+            *slot = PartParams {
+                in_w: part.in_size.0,
+                in_h: part.in_size.1,
+                out_w,
+                out_h,
+                in_offset: part.in_offset,
+                out_offset: part.out_offset,
+                first_group: params.groups,
+                groups_x,
+            };
+            params.groups += groups_x * out_h.div_ceil(tile_h);
+        }
+        let blocks = self.spec.c_out as u32 / (4 * self.tiling.ocv);
+        let groups = params.groups.max(1);
+        (params, [groups.min(65535), groups.div_ceil(65535), blocks])
     }
 }

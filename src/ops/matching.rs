@@ -4,6 +4,8 @@
 use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::gpu::{groups_1d, Gpu, Shader};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 pub const SHADER: Shader = Shader { name: "matching", source: include_str!("../../shaders/matching.wgsl") };
 
@@ -106,9 +108,41 @@ struct NearestRecord {
 
 const NONE: u32 = u32::MAX;
 
-/// The GPU matcher. Buffers are made per call: matching is a small part of an evaluation.
+/// The GPU matcher. Its buffers are kept by capacity (the rows of both sets rounded up to a power of two, and the
+/// descriptor width) and reused by later calls, as the extractor keeps its plans per image size.
 pub struct GpuMatcher {
     gpu: Gpu,
+    buffers: Mutex<HashMap<(u32, u32, usize), Arc<MatchBuffers>>>,
+}
+
+/// Capacities kept at once; more are dropped (and made again when needed).
+const KEPT_CAPACITIES: usize = 4;
+
+/// The buffers of one capacity.
+struct MatchBuffers {
+    desc_a: wgpu::Buffer,
+    desc_b: wgpu::Buffer,
+    near_ab: wgpu::Buffer,
+    near_ba: wgpu::Buffer,
+    out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+impl MatchBuffers {
+    fn new(gpu: &Gpu, (cap_a, cap_b, dim4): (u32, u32, usize)) -> Self {
+        let (cap_a, cap_b) = (cap_a as u64, cap_b as u64);
+        let rows = |n: u64| 16 * dim4 as u64 * n;
+        // nearest records of every query row in each reference chunk (at most MAX_CHUNKS)
+        let records = |n_query: u64| 16 * MAX_CHUNKS as u64 * n_query;
+        MatchBuffers {
+            desc_a: gpu.storage("descriptors a", rows(cap_a)),
+            desc_b: gpu.storage("descriptors b", rows(cap_b)),
+            near_ab: gpu.storage("nearest a->b", records(cap_a)),
+            near_ba: gpu.storage("nearest b->a", records(cap_b)),
+            out: gpu.storage("matches", 4 * cap_a),
+            staging: gpu.staging("matching readback", 16 * cap_a + 16 * cap_b + 4 * cap_a),
+        }
+    }
 }
 
 /// What the GPU computed for one pair of descriptor sets.
@@ -120,7 +154,22 @@ pub struct GpuMatches {
 
 impl GpuMatcher {
     pub fn new(gpu: &Gpu) -> Self {
-        GpuMatcher { gpu: gpu.clone() }
+        GpuMatcher { gpu: gpu.clone(), buffers: Mutex::new(HashMap::new()) }
+    }
+
+    /// The GPU it runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The buffers for sets of `na` and `nb` rows; one call at a time holds the lock, so no two submissions
+    /// share buffers.
+    fn buffers(&self, cache: &mut HashMap<(u32, u32, usize), Arc<MatchBuffers>>, na: u32, nb: u32, dim4: usize) -> Arc<MatchBuffers> {
+        let key = (na.next_power_of_two(), nb.next_power_of_two(), dim4);
+        if !cache.contains_key(&key) && cache.len() >= KEPT_CAPACITIES {
+            cache.clear();
+        }
+        cache.entry(key).or_insert_with(|| Arc::new(MatchBuffers::new(&self.gpu, key))).clone()
     }
 
     /// The adapter it runs on.
@@ -137,8 +186,13 @@ impl GpuMatcher {
         let Some(dim4) = self.check(a, b)? else {
             return Ok(GpuMatches { a_to_b: Vec::new(), b_to_a: Vec::new(), matches: Vec::new() });
         };
-        let (staging, lens) = self.gpu.scoped(|| Ok(self.submit(a, b, dim4, ratio)))?;
-        let data = self.gpu.read_staging(&[(&staging, lens.iter().sum())])?.remove(0);
+        let mut cache = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let (buffers, lens) = self.gpu.scoped(|| {
+            let buffers = self.buffers(&mut cache, a.len() as u32, b.len() as u32, dim4);
+            let lens = self.submit(&buffers, a, b, dim4, ratio);
+            Ok((buffers, lens))
+        })?;
+        let data = self.gpu.read_staging(&[(&buffers.staging, lens.iter().sum())])?.remove(0);
         Ok(decode(&data, lens))
     }
 
@@ -169,21 +223,20 @@ impl GpuMatcher {
         Ok(Some(dim4))
     }
 
-    /// Uploads both sets, records nearest (both directions), merge and mutual check, copies the results to a
-    /// staging buffer and submits; returns it with the byte lengths of its three parts (a->b, b->a, match flags).
-    fn submit(&self, a: &Features, b: &Features, dim4: usize, ratio: f32) -> (wgpu::Buffer, [u64; 3]) {
+    /// Uploads both sets, records nearest (both directions), merge and mutual check, copies the results to the
+    /// staging buffer and submits; returns the byte lengths of its three parts (a->b, b->a, match flags).
+    fn submit(&self, buffers: &MatchBuffers, a: &Features, b: &Features, dim4: usize, ratio: f32) -> [u64; 3] {
         let gpu = &self.gpu;
         let (na, nb) = (a.len() as u32, b.len() as u32);
-        let desc_a = gpu.storage_with("descriptors a", bytemuck::cast_slice(&padded(a, dim4)));
-        let desc_b = gpu.storage_with("descriptors b", bytemuck::cast_slice(&padded(b, dim4)));
-        let out = gpu.storage("matches", 4 * na as u64);
+        let MatchBuffers { desc_a, desc_b, near_ab, near_ba, out, staging } = buffers;
+        gpu.queue.write_buffer(desc_a, 0, bytemuck::cast_slice(&padded(a, dim4)));
+        gpu.queue.write_buffer(desc_b, 0, bytemuck::cast_slice(&padded(b, dim4)));
         let tile_rows = TILE_VEC4 / dim4;
         let mut dispatches = Vec::new();
-        let mut nearest = |query: &wgpu::Buffer, n_query: u32, refs: &wgpu::Buffer, n_ref: u32, label: &str| {
+        let mut nearest = |query: &wgpu::Buffer, n_query: u32, refs: &wgpu::Buffer, n_ref: u32, result: &wgpu::Buffer| {
             let tiles = (n_ref as usize).div_ceil(tile_rows);
             let tiles_per_chunk = TILES_PER_CHUNK.max(tiles.div_ceil(MAX_CHUNKS));
             let n_chunks = tiles.div_ceil(tiles_per_chunk) as u32;
-            let result = gpu.storage(label, 16 * n_chunks as u64 * n_query as u64);
             let params = NearestParams {
                 n_query,
                 n_ref,
@@ -194,27 +247,25 @@ impl GpuMatcher {
                 _pad: [0; 2],
             };
             let p = gpu.uniform("nearest params", &params);
-            let bindings = [(0, &p), (1, query), (2, refs), (3, &result)];
+            let bindings = [(0, &p), (1, query), (2, refs), (3, result)];
             dispatches.push(gpu.dispatch(SHADER, "nearest_in_chunk", &bindings, [n_query.div_ceil(64), n_chunks, 1]));
-            dispatches.push(gpu.dispatch(SHADER, "merge_chunks", &[(0, &p), (3, &result)], groups_1d(n_query, 64)));
-            result
+            dispatches.push(gpu.dispatch(SHADER, "merge_chunks", &[(0, &p), (3, result)], groups_1d(n_query, 64)));
         };
-        let near_ab = nearest(&desc_a, na, &desc_b, nb, "nearest a->b");
-        let near_ba = nearest(&desc_b, nb, &desc_a, na, "nearest b->a");
+        nearest(desc_a, na, desc_b, nb, near_ab);
+        nearest(desc_b, nb, desc_a, na, near_ba);
         let mp = gpu.uniform("mutual params", &MutualParams { n_a: na, n_b: nb, ratio, _pad: 0 });
-        dispatches.push(gpu.dispatch(SHADER, "mutual_check", &[(4, &mp), (5, &near_ab), (6, &near_ba), (7, &out)], groups_1d(na, 64)));
+        dispatches.push(gpu.dispatch(SHADER, "mutual_check", &[(4, &mp), (5, near_ab), (6, near_ba), (7, out)], groups_1d(na, 64)));
         let lens = [16 * na as u64, 16 * nb as u64, 4 * na as u64];
-        let staging = gpu.staging("matching readback", lens.iter().sum());
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             dispatches.iter().for_each(|d| d.record(&mut pass));
         }
-        encoder.copy_buffer_to_buffer(&near_ab, 0, &staging, 0, lens[0]);
-        encoder.copy_buffer_to_buffer(&near_ba, 0, &staging, lens[0], lens[1]);
-        encoder.copy_buffer_to_buffer(&out, 0, &staging, lens[0] + lens[1], lens[2]);
+        encoder.copy_buffer_to_buffer(near_ab, 0, staging, 0, lens[0]);
+        encoder.copy_buffer_to_buffer(near_ba, 0, staging, lens[0], lens[1]);
+        encoder.copy_buffer_to_buffer(out, 0, staging, lens[0] + lens[1], lens[2]);
         gpu.queue.submit([encoder.finish()]);
-        (staging, lens)
+        lens
     }
 }
 

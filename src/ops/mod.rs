@@ -13,7 +13,7 @@ use crate::gpu::Shader;
 
 /// Every shader of the engine, for the validation test and for warming the pipeline cache.
 pub const ALL_SHADERS: &[Shader] =
-    &[preprocess::SHADER, conv::SHADER, orientation_pool::SHADER, nms_topk::SHADER, unet::SHADER, sample::SHADER, matching::SHADER];
+    &[preprocess::SHADER, conv::SHADER, nms_topk::SHADER, unet::SHADER, sample::SHADER, matching::SHADER];
 
 /// A dense channel-major map `[c, h, w]` on the host.
 #[derive(Clone, Debug, PartialEq)]

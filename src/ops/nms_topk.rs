@@ -1,9 +1,9 @@
-//! Non-maximum suppression, top-k selection over all pyramid levels, and the gather of keypoint records
+//! Non-maximum suppression, top-k selection over all pyramid levels (a radix select, no sort), and the keypoint records
 //! (shaders/nms_topk.wgsl).
 
 use super::Map;
 use crate::features::KeypointRecord;
-use crate::gpu::{groups_1d, groups_2d, Dispatch, Gpu, Shader};
+use crate::gpu::{groups_1d, Dispatch, Gpu, Shader};
 use crate::config::MAX_LEVELS;
 use bytemuck::Zeroable;
 
@@ -34,27 +34,14 @@ pub struct NmsSettings {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct NmsParams {
-    hw: u32,
-    hh: u32,
+struct SelectParams {
+    slots: u32,
+    k: u32,
+    levels: u32,
     radius: u32,
     border: u32,
     threshold: f32,
-    block: u32,
-    blocks_w: u32,
-    blocks_h: u32,
-    slot_offset: u32,
-    level_offset: u32,
     _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SortParams {
-    n: u32,
-    k: u32,
-    j: u32,
-    start: u32,
 }
 
 #[repr(C)]
@@ -66,15 +53,8 @@ struct LevelInfo {
     margin: u32,
     sx: f32,
     sy: f32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GatherParams {
-    count: u32,
-    levels: u32,
-    _pad: [u32; 2],
+    slot_offset: u32,
+    blocks_w: u32,
 }
 
 fn is_keypoint(score: &[f32], hw: usize, hh: usize, x: usize, y: usize, s: &NmsSettings) -> bool {
@@ -169,6 +149,8 @@ pub struct NmsTopk {
 }
 
 impl NmsTopk {
+    /// Four dispatches: NMS of every level, the select of the k-th best candidate, the compaction of those at or
+    /// above it, and their ranking into keypoint records (shaders/nms_topk.wgsl).
     pub fn build(
         gpu: &Gpu,
         levels: &[LevelGeom],
@@ -176,67 +158,43 @@ impl NmsTopk {
         scores: &wgpu::Buffer,
         orientations: &wgpu::Buffer,
     ) -> Self {
+        assert!(levels.len() <= MAX_LEVELS, "{} levels: at most {MAX_LEVELS}", levels.len());
         let block = s.radius + 1;
-        let mut dispatches = Vec::new();
-        let mut slots = 0u32;
-        let mut level_slots = Vec::new();
-        for g in levels {
-            let (bw, bh) = (g.hw.div_ceil(block), g.hh.div_ceil(block));
-            level_slots.push((slots, bw, bh));
-            slots += bw * bh;
-        }
-        let n = slots.max(s.max_keypoints).max(512).next_power_of_two();
-        let candidates = gpu.storage("candidates", 8 * n as u64);
-        for (g, &(slot_offset, blocks_w, blocks_h)) in levels.iter().zip(&level_slots) {
-            let params = NmsParams {
-                hw: g.hw,
-                hh: g.hh,
-                radius: s.radius,
-                border: s.border,
-                threshold: s.threshold,
-                block,
-                blocks_w,
-                blocks_h,
-                slot_offset,
-                level_offset: g.offset,
-                _pad: [0; 2],
-            };
-            let p = gpu.uniform("nms params", &params);
-            let bindings = [(0, &p), (1, scores), (2, &candidates)];
-            dispatches.push(gpu.dispatch(SHADER, "nms", &bindings, groups_2d(blocks_w, blocks_h, 8, 1)));
-        }
-        let sort = |k: u32, j: u32, start: u32| gpu.uniform("sort params", &SortParams { n, k, j, start });
-        let clear = sort(0, 0, slots);
-        dispatches.push(gpu.dispatch(SHADER, "clear_candidates", &[(2, &candidates), (3, &clear)], groups_1d(n - slots, 256)));
-        let local = |k: u32| {
-            let p = sort(k, 0, 0);
-            gpu.dispatch(SHADER, "sort_local", &[(2, &candidates), (3, &p)], groups_1d(n / 512, 1))
-        };
-        dispatches.push(local(0));
-        let mut k = 1024;
-        while k <= n {
-            let mut j = k / 2;
-            while j >= 512 {
-                let p = sort(k, j, 0);
-                dispatches.push(gpu.dispatch(SHADER, "sort_global", &[(2, &candidates), (3, &p)], groups_1d(n / 2, 256)));
-                j /= 2;
-            }
-            dispatches.push(local(k));
-            k *= 2;
-        }
-        // a uniform array (the config allows at most MAX_LEVELS), so that the gather binds four storage buffers,
-        // the limit of downlevel adapters (GL)
+        // a uniform array (the config allows at most MAX_LEVELS), so that no entry point binds more than four
+        // storage buffers, the limit of downlevel adapters (GL)
         let mut infos = [LevelInfo::zeroed(); MAX_LEVELS];
+        let mut slots = 0u32;
         for (info, g) in infos.iter_mut().zip(levels) {
-            *info = LevelInfo { offset: g.offset, hw: g.hw, hh: g.hh, margin: g.margin, sx: g.sx, sy: g.sy, _pad: [0; 2] };
+            let blocks_w = g.hw.div_ceil(block);
+            *info = LevelInfo { offset: g.offset, hw: g.hw, hh: g.hh, margin: g.margin, sx: g.sx, sy: g.sy, slot_offset: slots, blocks_w };
+            slots += blocks_w * g.hh.div_ceil(block);
         }
-        let level_buffer = gpu.uniform("levels", &infos);
         let count = s.max_keypoints;
+        let params = SelectParams {
+            slots,
+            k: count,
+            levels: levels.len() as u32,
+            radius: s.radius,
+            border: s.border,
+            threshold: s.threshold,
+            _pad: [0; 2],
+        };
+        let p = gpu.uniform("select params", &params);
+        let level_buffer = gpu.uniform("levels", &infos);
+        let candidates = gpu.storage("candidates", 8 * slots as u64);
+        let selection = gpu.storage("selection", 16 + 8 * count as u64);
         let keypoints = gpu.storage("keypoints", KeypointRecord::BYTES * count as u64);
-        let gp = gpu.uniform("gather params", &GatherParams { count, levels: levels.len() as u32, _pad: [0; 2] });
-        let bindings =
-            [(1, scores), (2, &candidates), (4, &gp), (5, orientations), (6, &level_buffer), (7, &keypoints)];
-        dispatches.push(gpu.dispatch(SHADER, "gather", &bindings, groups_1d(count, 64)));
+        let dispatches = vec![
+            gpu.dispatch(SHADER, "nms", &[(0, &p), (1, scores), (2, &candidates), (3, &level_buffer)], groups_1d(slots, 64)),
+            gpu.dispatch(SHADER, "select_kth", &[(0, &p), (2, &candidates), (4, &selection)], [1, 1, 1]),
+            gpu.dispatch(SHADER, "compact", &[(0, &p), (2, &candidates), (4, &selection)], groups_1d(slots, 64)),
+            gpu.dispatch(
+                SHADER,
+                "rank",
+                &[(0, &p), (1, scores), (3, &level_buffer), (5, orientations), (6, &selection), (7, &keypoints)],
+                [count.div_ceil(64).max(1), 1, 1],
+            ),
+        ];
         NmsTopk { dispatches, keypoints, count }
     }
 }

@@ -1,25 +1,10 @@
-//! The detector's last layer fused with orientation pooling (shaders/orientation_pool.wgsl).
+//! The detector's last layer fused with orientation pooling (the `conv_orientation_pool` entry point of
+//! shaders/conv.wgsl, which shares the convolution's register tiling and staging).
 
-use super::conv::{out_len, GpuConv};
+use super::conv::{GpuConv, Part};
 use super::Map;
-use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
+use crate::gpu::{Dispatch, Gpu};
 use std::f32::consts::TAU;
-
-pub const SHADER: Shader =
-    Shader { name: "orientation_pool", source: include_str!("../../shaders/orientation_pool.wgsl") };
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
-    in_w: u32,
-    in_h: u32,
-    out_w: u32,
-    out_h: u32,
-    c_in: u32,
-    n: u32,
-    k: u32,
-    out_offset: u32,
-}
 
 /// Score logit and orientation of one pixel's N group channels (docs/model.md, Detector).
 pub fn pool_reference(v: &[f32]) -> (f32, f32) {
@@ -60,22 +45,9 @@ pub fn orientation_pool_reference(group_logits: &Map) -> (Map, Map) {
     (score, orientation)
 }
 
-/// GPU: the last layer (`conv`, valid padding, N output channels) and pooling, writing at `out_offset` of the
-/// score and orientation buffers.
-pub fn conv_orientation_pool(
-    gpu: &Gpu,
-    conv: &GpuConv,
-    input: &wgpu::Buffer,
-    (in_w, in_h): (u32, u32),
-    score: &wgpu::Buffer,
-    orientation: &wgpu::Buffer,
-    out_offset: u32,
-) -> Dispatch {
-    let s = &conv.spec;
-    let out_w = out_len(in_w as usize, s.k, 0) as u32;
-    let out_h = out_len(in_h as usize, s.k, 0) as u32;
-    let params = PoolParams { in_w, in_h, out_w, out_h, c_in: s.c_in as u32, n: s.c_out as u32, k: s.k as u32, out_offset };
-    let p = gpu.uniform("pool params", &params);
-    let bindings = [(0, &p), (1, input), (2, conv.filters()), (4, score), (5, orientation)];
-    gpu.dispatch(SHADER, "conv_orientation_pool", &bindings, groups_2d(out_w, out_h, 8, 1))
+/// GPU: the last layer (`conv`, uploaded with `GpuConv::upload_for_pooling`: valid padding, N output channels)
+/// and pooling, one dispatch over every part (level), each writing its maps at its `out_offset` of the score and
+/// orientation buffers. The kernel is conv.wgsl's `conv_orientation_pool`, which shares the convolution's tiling.
+pub fn conv_orientation_pool(gpu: &Gpu, conv: &GpuConv, input: &wgpu::Buffer, parts: &[Part], score: &wgpu::Buffer, orientation: &wgpu::Buffer) -> Dispatch {
+    conv.dispatch_pooled(gpu, input, parts, score, orientation)
 }

@@ -30,7 +30,7 @@ struct ResizeParams {
     axis: u32,
     ratio: f32,
     radius: f32,
-    _pad: u32,
+    out_offset: u32,
 }
 
 /// Reference: normalised gray `[1, h, w]` (docs/model.md, Input).
@@ -140,12 +140,26 @@ pub fn resize(
     src: &wgpu::Buffer,
     tmp: &wgpu::Buffer,
     dst: &wgpu::Buffer,
+    in_size: (u32, u32),
+    out_size: (u32, u32),
+) -> Vec<Dispatch> {
+    resize_into(gpu, src, tmp, (dst, 0), in_size, out_size)
+}
+
+/// `resize` writing at a float offset of `dst` (a level of the pyramid buffer). The map read is the first
+/// `in_w * in_h` floats of `src`.
+pub fn resize_into(
+    gpu: &Gpu,
+    src: &wgpu::Buffer,
+    tmp: &wgpu::Buffer,
+    (dst, dst_offset): (&wgpu::Buffer, u32),
     (in_w, in_h): (u32, u32),
     (out_w, out_h): (u32, u32),
 ) -> Vec<Dispatch> {
     let pass = |axis: u32, input: &wgpu::Buffer, output: &wgpu::Buffer, iw: u32, ih: u32, ow: u32, oh: u32| {
         let ratio = if axis == 0 { iw as f32 / ow as f32 } else { ih as f32 / oh as f32 };
-        let params = ResizeParams { in_w: iw, in_h: ih, out_w: ow, out_h: oh, axis, ratio, radius: ratio.max(1.0), _pad: 0 };
+        let out_offset = if axis == 1 { dst_offset } else { 0 };
+        let params = ResizeParams { in_w: iw, in_h: ih, out_w: ow, out_h: oh, axis, ratio, radius: ratio.max(1.0), out_offset };
         let p = gpu.uniform("resize params", &params);
         gpu.dispatch(SHADER, "resize_axis", &[(3, &p), (4, input), (5, output)], groups_2d(ow, oh, 8, 1))
     };
