@@ -10,6 +10,10 @@
 // loops carry no bounds checks), and their filter taps. Shapes are override constants, so every loop has a constant
 // trip count and unrolls; the host picks OCV and CHUNK per layer and adapter (src/ops/conv.rs, `Tiling`).
 //
+// Storage precision: the host prepends `alias IN_T`, `OUT_T` and `W_T` (input map, output map, filters), each f32
+// or f16 (with `enable f16;`, where the adapter has SHADER_F16: src/ops/conv.rs). Arithmetic is f32 throughout:
+// values are widened when staged and rounded once when stored.
+//
 // One dispatch covers several maps of one layer ("parts": the levels of the detector's pyramid): the workgroups are
 // numbered part after part, and each part has its own size and its offsets into the input and output buffers.
 
@@ -49,11 +53,11 @@ struct ConvParams {
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<IN_T>;
 // the packed weights [c_out / (4 OCV)][C_IN][K][K][OCV] vec4, then the bias (c_out / 4 vec4s): one binding for
 // both, so that the fused pooling stays within the 4 storage buffers per stage of downlevel adapters
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(2) var<storage, read> weights: array<vec4<W_T>>;
+@group(0) @binding(4) var<storage, read_write> output: array<OUT_T>;
 @group(0) @binding(5) var<storage, read_write> score: array<f32>;
 @group(0) @binding(6) var<storage, read_write> orientation: array<f32>;
 
@@ -105,18 +109,18 @@ struct Acc {
 // The bias of output vec4s `2 * block` (and `2 * block + 1`), then the convolution summed in.
 fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
     let bias_base = (p.c_out / 4u) * C_IN * K * K;
-    let ba = weights[bias_base + block * OCV];
+    let ba = vec4<f32>(weights[bias_base + block * OCV]);
     var bb = vec4<f32>(0.0);
     var bc = vec4<f32>(0.0);
     var bd = vec4<f32>(0.0);
     if (OCV >= 2u) {
-        bb = weights[bias_base + block * OCV + 1u];
+        bb = vec4<f32>(weights[bias_base + block * OCV + 1u]);
     }
     if (OCV >= 3u) {
-        bc = weights[bias_base + block * OCV + 2u];
+        bc = vec4<f32>(weights[bias_base + block * OCV + 2u]);
     }
     if (OCV == 4u) {
-        bd = weights[bias_base + block * OCV + 3u];
+        bd = vec4<f32>(weights[bias_base + block * OCV + 3u]);
     }
     var acc = Acc(ba, ba, ba, ba, bb, bb, bb, bb, bc, bc, bc, bc, bd, bd, bd, bd);
     let q = at.part;
@@ -132,14 +136,14 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
             let ix = i32(at.x0 + r % tw) - i32(PAD);
             var v = 0.0;
             if (iy >= 0 && iy < i32(q.in_h) && ix >= 0 && ix < i32(q.in_w)) {
-                v = input[q.in_offset + (c0 + c) * plane + u32(iy) * q.in_w + u32(ix)];
+                v = f32(input[q.in_offset + (c0 + c) * plane + u32(iy) * q.in_w + u32(ix)]);
             }
             tile[i] = v;
         }
         // the filters of these channels are contiguous in the packing
         let first = (block * C_IN + c0) * TAPS;
         for (var i = li; i < CHUNK * TAPS; i += WG_X * WG_Y) {
-            taps[i] = weights[first + i];
+            taps[i] = vec4<f32>(weights[first + i]);
         }
         workgroupBarrier();
         for (var c = 0u; c < CHUNK; c++) {
@@ -258,10 +262,10 @@ fn store(q: Part, vec: u32, x: u32, y: u32, value: vec4<f32>) {
     }
     let out_plane = q.out_w * q.out_h;
     let o = q.out_offset + vec * 4u * out_plane + y * q.out_w + x;
-    output[o] = v.x;
-    output[o + out_plane] = v.y;
-    output[o + 2u * out_plane] = v.z;
-    output[o + 3u * out_plane] = v.w;
+    output[o] = OUT_T(v.x);
+    output[o + out_plane] = OUT_T(v.y);
+    output[o + 2u * out_plane] = OUT_T(v.z);
+    output[o + 3u * out_plane] = OUT_T(v.w);
 }
 
 const TAU: f32 = 6.28318530717958647692;

@@ -1,7 +1,8 @@
 // The descriptor U-Net's non-convolution ops: 2x2 average pooling (version 1), bilinear resizing fused with the skip
 // concatenation (upsampling in the decoder of both versions; with no skip channels, version 2's pooling to half
 // size), and per-pixel L2 normalisation over channels (docs/model.md, Descriptor).
-// Reference: src/ops/unet.rs.
+// Reference: src/ops/unet.rs. The host prepends `alias IN_T` (input and skip) and `OUT_T`, f32 or f16 (storage
+// only; arithmetic is f32).
 
 struct Shape {
     in_w: u32,
@@ -15,9 +16,9 @@ struct Shape {
 }
 
 @group(0) @binding(0) var<uniform> s: Shape;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
-@group(0) @binding(3) var<storage, read> skip: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<IN_T>;
+@group(0) @binding(2) var<storage, read_write> output: array<OUT_T>;
+@group(0) @binding(3) var<storage, read> skip: array<IN_T>;
 
 @compute @workgroup_size(8, 8, 1)
 fn avgpool2(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -25,8 +26,8 @@ fn avgpool2(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let base = gid.z * s.in_w * s.in_h + 2u * gid.y * s.in_w + 2u * gid.x;
-    let sum = (input[base] + input[base + 1u]) + (input[base + s.in_w] + input[base + s.in_w + 1u]);
-    output[(gid.z * s.out_h + gid.y) * s.out_w + gid.x] = sum * 0.25;
+    let sum = (f32(input[base]) + f32(input[base + 1u])) + (f32(input[base + s.in_w]) + f32(input[base + s.in_w + 1u]));
+    output[(gid.z * s.out_h + gid.y) * s.out_w + gid.x] = OUT_T(sum * 0.25);
 }
 
 // Source coordinate of output pixel u (align_corners = false, clamped at 0) and its two taps.
@@ -47,7 +48,7 @@ fn resize_concat(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = s.out_w * s.out_h;
     let o = ch * plane + gid.y * s.out_w + gid.x;
     if (ch >= s.c) {
-        output[o] = skip[(ch - s.c) * plane + gid.y * s.out_w + gid.x];
+        output[o] = OUT_T(skip[(ch - s.c) * plane + gid.y * s.out_w + gid.x]);
         return;
     }
     let sx = source(gid.x, s.in_w, s.out_w);
@@ -55,9 +56,9 @@ fn resize_concat(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = ch * s.in_w * s.in_h;
     let r0 = base + u32(sy.x) * s.in_w;
     let r1 = base + u32(sy.y) * s.in_w;
-    let top = input[r0 + u32(sx.x)] * (1.0 - sx.z) + input[r0 + u32(sx.y)] * sx.z;
-    let bottom = input[r1 + u32(sx.x)] * (1.0 - sx.z) + input[r1 + u32(sx.y)] * sx.z;
-    output[o] = top * (1.0 - sy.z) + bottom * sy.z;
+    let top = f32(input[r0 + u32(sx.x)]) * (1.0 - sx.z) + f32(input[r0 + u32(sx.y)]) * sx.z;
+    let bottom = f32(input[r1 + u32(sx.x)]) * (1.0 - sx.z) + f32(input[r1 + u32(sx.y)]) * sx.z;
+    output[o] = OUT_T(top * (1.0 - sy.z) + bottom * sy.z);
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -69,11 +70,11 @@ fn l2norm(@builtin(global_invocation_id) gid: vec3<u32>) {
     let p = gid.y * s.in_w + gid.x;
     var sum = 0.0;
     for (var c = 0u; c < s.c; c++) {
-        let v = input[c * plane + p];
+        let v = f32(input[c * plane + p]);
         sum += v * v;
     }
     let inv = 1.0 / max(sqrt(sum), 1e-12);
     for (var c = 0u; c < s.c; c++) {
-        output[c * plane + p] = input[c * plane + p] * inv;
+        output[c * plane + p] = OUT_T(f32(input[c * plane + p]) * inv);
     }
 }

@@ -1,6 +1,7 @@
 //! What both extraction paths share: the `Extract` trait that everything consuming features works through, the
 //! options of an extractor, the names of its stages and the checks made before any work.
 
+use crate::ops::Precision;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::features::Features;
@@ -48,6 +49,9 @@ pub struct Config {
     /// available memory and address-space limit (`cpu::default_memory_budget`). The GPU path has the adapter's
     /// limits instead.
     pub max_memory: Option<u64>,
+    /// GPU storage of activations and filters: f16 needs an adapter with SHADER_F16 (an error otherwise); the CPU
+    /// path computes in f32 either way.
+    pub precision: Precision,
 }
 
 impl Config {

@@ -13,6 +13,7 @@ use crate::model::detector::DetectorGpu;
 use crate::model::{level_offsets, nms_settings, pyramid};
 use crate::ops::nms_topk::NmsTopk;
 use crate::ops::preprocess;
+use crate::ops::Precision;
 use crate::ops::sample::{sample_descriptors, Sampling};
 use crate::weights::Weights;
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ const SAMPLING: usize = 5;
 
 pub struct GpuExtractor {
     gpu: Gpu,
+    precision: Precision,
     config: ModelConfig,
     max_keypoints: usize,
     oversize: Oversize,
@@ -123,10 +125,15 @@ impl GpuExtractor {
     pub fn new(gpu: &Gpu, weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
         let max_keypoints = options.max_keypoints(&config)?;
+        let precision = options.precision;
+        if precision == Precision::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Invalid(format!("f16 storage needs an adapter with SHADER_F16; {} has none", gpu.adapter)));
+        }
         Ok(GpuExtractor {
             gpu: gpu.clone(),
-            detector: DetectorGpu::upload(gpu, &weights.detector()),
-            descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config),
+            detector: DetectorGpu::upload(gpu, &weights.detector(), precision),
+            descriptor: DescriptorGpu::upload(gpu, &weights.descriptor(), &config, precision),
+            precision,
             config,
             max_keypoints,
             oversize: options.oversize,
@@ -209,7 +216,7 @@ impl GpuExtractor {
         let levels = pyramid(&self.config, w, h);
         gpu.check_size("input", 8 * w as u64 * h as u64, w, h)?;
         gpu.check_size("pyramid", 4 * level_offsets(&levels).last().unwrap(), w, h)?;
-        gpu.check_size("detector activation", 4 * self.detector.scratch_len(&levels), w, h)?;
+        gpu.check_size("detector activation", self.detector.scratch_bytes(&levels), w, h)?;
         gpu.check_size("descriptor activation", self.descriptor.largest_buffer(w, h), w, h)
     }
 
@@ -350,8 +357,8 @@ impl GpuExtractor {
         // reads them all
         let offsets = level_offsets(&levels);
         let gray = gpu.storage("gray pyramid", 4 * offsets.last().unwrap());
-        let ping = gpu.storage("detector ping", 4 * self.detector.scratch_len(&levels));
-        let pong = gpu.storage("detector pong", 4 * self.detector.scratch_len(&levels));
+        let ping = gpu.storage("detector ping", self.detector.scratch_bytes(&levels));
+        let pong = gpu.storage("detector pong", self.detector.scratch_bytes(&levels));
         let scores = gpu.storage("scores", 4 * heat);
         let orientations = gpu.storage("orientations", 4 * heat);
         let mut buffers = vec![ping.clone(), pong.clone(), scores.clone(), orientations.clone()];
@@ -436,7 +443,10 @@ impl Extract for GpuExtractor {
     }
 
     fn describe(&self) -> String {
-        format!("GPU: {}", self.gpu.adapter)
+        match self.precision {
+            Precision::F32 => format!("GPU: {}", self.gpu.adapter),
+            Precision::F16 => format!("GPU: {}, f16 storage", self.gpu.adapter),
+        }
     }
 
     fn stage_times(&self) -> Vec<(&'static str, f64)> {

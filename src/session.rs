@@ -8,6 +8,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::gpu_extractor::GpuExtractor;
 use crate::matcher::Matcher;
 use crate::ops::matching::GpuMatcher;
+use crate::ops::Precision;
 use crate::weights::Weights;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -57,6 +58,8 @@ pub struct Session {
     options: GpuOptions,
     /// The CPU path's memory budget for extractors whose `Config` sets none.
     max_memory: Option<u64>,
+    /// GPU storage precision for extractors whose `Config` asks for f32 (the default).
+    precision: Precision,
 }
 
 impl Session {
@@ -70,16 +73,16 @@ impl Session {
             Device::Cpu => None,
             Device::Auto | Device::Gpu => Some(Gpu::new(options)?),
         };
-        Ok(Session { gpu, options: options.clone(), max_memory: None })
+        Ok(Session { gpu, options: options.clone(), max_memory: None, precision: Precision::F32 })
     }
 
     pub fn cpu() -> Self {
-        Session { gpu: None, options: GpuOptions::default(), max_memory: None }
+        Session { gpu: None, options: GpuOptions::default(), max_memory: None, precision: Precision::F32 }
     }
 
     /// A session on a GPU already open (one the host application owns: `Gpu::from_device`).
     pub fn on_gpu(gpu: Gpu) -> Self {
-        Session { gpu: Some(gpu), options: GpuOptions::default(), max_memory: None }
+        Session { gpu: Some(gpu), options: GpuOptions::default(), max_memory: None, precision: Precision::F32 }
     }
 
     /// `Device::Gpu` or `Device::Cpu`: what the session runs on.
@@ -101,9 +104,18 @@ impl Session {
         self
     }
 
+    /// Gives the GPU extractors f16 storage (`Config::precision`); ignored by the CPU path.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// An extractor with these weights on the session's device.
     pub fn extractor(&self, weights: &Weights, mut config: Config) -> Result<Box<dyn Extract + Send>> {
         config.max_memory = config.max_memory.or(self.max_memory);
+        if config.precision == Precision::F32 && self.gpu.is_some() {
+            config.precision = self.precision;
+        }
         Ok(match &self.gpu {
             Some(gpu) => Box::new(GpuExtractor::new(gpu, weights, config)?),
             None => Box::new(CpuExtractor::new(weights, config)?),
@@ -120,9 +132,15 @@ impl Session {
         }
     }
 
-    /// "GPU: <adapter>" or "CPU: <threads>, <kernel>", for reports.
+    /// The GPU storage precision its extractors get by default.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// "GPU: <adapter>" (with ", f16 storage" where asked) or "CPU: <threads>, <kernel>", for reports.
     pub fn describe(&self) -> String {
         match &self.gpu {
+            Some(gpu) if self.precision == Precision::F16 => format!("GPU: {}, f16 storage", gpu.adapter),
             Some(gpu) => format!("GPU: {}", gpu.adapter),
             None => cpu::describe(cpu::conv::Kernel::best()),
         }

@@ -31,11 +31,11 @@ fn test_config(n: usize) -> ModelConfig {
 /// layer (as the extractor runs them).
 fn gpu_heatmaps(weights: &Weights, levels: &[Level], images: &[Map]) -> Vec<(Map, Map)> {
     let gpu = gpu();
-    let detector = DetectorGpu::upload(gpu, &weights.detector());
+    let detector = DetectorGpu::upload(gpu, &weights.detector(), strek::ops::Precision::F32);
     let pyramid: Vec<f32> = images.iter().flat_map(|m| m.data.clone()).collect();
     let heat: u32 = levels.iter().map(|l| l.geom.hw * l.geom.hh).sum();
-    let ping = gpu.storage("ping", 4 * detector.scratch_len(levels));
-    let pong = gpu.storage("pong", 4 * detector.scratch_len(levels));
+    let ping = gpu.storage("ping", detector.scratch_bytes(levels));
+    let pong = gpu.storage("pong", detector.scratch_bytes(levels));
     let score = gpu.storage("score", 4 * heat as u64);
     let orientation = gpu.storage("orientation", 4 * heat as u64);
     let dispatches = detector.encode(gpu, &upload(&Map::new(1, 1, pyramid.len(), pyramid)), levels, (&ping, &pong), (&score, &orientation));

@@ -124,12 +124,12 @@ fn gpu_matches(files: (&str, &str)) {
     let gpu = gpu();
     let gray = to_gray_reference(&golden.image, weights.config.input);
     let (w, h) = (gray.w as u32, gray.h as u32);
-    let detector = strek::model::detector::DetectorGpu::upload(gpu, &weights.detector());
+    let detector = strek::model::detector::DetectorGpu::upload(gpu, &weights.detector(), strek::ops::Precision::F32);
     let (hw, hh) = (golden.heatmap.w, golden.heatmap.h);
     let geom = LevelGeom { hw: hw as u32, hh: hh as u32, offset: 0, margin: 0, sx: 1.0, sy: 1.0 };
     let levels = [Level { w, h, geom }];
-    let ping = gpu.storage("ping", 4 * detector.scratch_len(&levels));
-    let pong = gpu.storage("pong", 4 * detector.scratch_len(&levels));
+    let ping = gpu.storage("ping", detector.scratch_bytes(&levels));
+    let pong = gpu.storage("pong", detector.scratch_bytes(&levels));
     let score = gpu.storage("score", 4 * (hw * hh) as u64);
     let orientation = gpu.storage("orientation", 4 * (hw * hh) as u64);
     let input = upload(&gray);
@@ -137,7 +137,7 @@ fn gpu_matches(files: (&str, &str)) {
     let tol = 1e-5 * max_abs(&golden.group_logits.data).max(1e-3);
     assert_close("gpu heatmap", &download(&score, 1, hh, hw).data, &golden.heatmap.data, tol);
     assert_orientations("gpu", &download(&orientation, 1, hh, hw), &golden);
-    let descriptor = DescriptorGpu::upload(gpu, &weights.descriptor(), &weights.config);
+    let descriptor = DescriptorGpu::upload(gpu, &weights.descriptor(), &weights.config, strek::ops::Precision::F32);
     let plan = descriptor.plan(gpu, &input, (w, h));
     gpu.run(&plan.dispatches).unwrap();
     let g = &golden.descriptor_map;

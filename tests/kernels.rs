@@ -16,7 +16,9 @@ use strek::ops::nms_topk::{nms_topk_reference, LevelGeom, NmsSettings, NmsTopk};
 use strek::ops::orientation_pool::{conv_orientation_pool, orientation_pool_reference};
 use strek::ops::sample::{sample_descriptors, sample_reference, Sampling};
 use strek::config::PoolMode;
-use strek::ops::{preprocess, unet, Map};
+use strek::ops::{preprocess, unet, Map, Precision};
+
+const F32_IO: (Precision, Precision) = (Precision::F32, Precision::F32);
 use strek::rng::Rng;
 use strek::weights::{ConvWeights, Weights};
 use strek::ModelConfig;
@@ -107,7 +109,7 @@ fn fused_last_layer_with_orientation_pooling_matches_reference() {
         for &(w, h) in &[(5, 5), (11, 17), (64, 61)] {
             let x = random_map(&mut rng, last.spec.c_in, h, w);
             let (ow, oh) = (w - 4, h - 4);
-            let layer = GpuConv::upload_for_pooling(gpu, &last);
+            let layer = GpuConv::upload_for_pooling(gpu, &last, Precision::F32);
             let offset = 3; // the maps are written at an offset in the pooled buffers
             let score = gpu.storage("score", 4 * (offset + ow * oh) as u64);
             let orientation = gpu.storage("orientation", 4 * (offset + ow * oh) as u64);
@@ -202,7 +204,7 @@ fn unet_ops_match_reference() {
         for mode in [PoolMode::Mean2x2, PoolMode::BilinearHalf] {
             let (pw, ph) = (mode.halve(w as u32) as usize, mode.halve(h as u32) as usize);
             let pooled = gpu.storage("pooled", 4 * (c * pw * ph).max(1) as u64);
-            gpu.run(&[unet::pool(gpu, &upload(&x), &pooled, (w as u32, h as u32), c as u32, mode)]).unwrap();
+            gpu.run(&[unet::pool(gpu, &upload(&x), &pooled, (w as u32, h as u32), c as u32, mode, F32_IO)]).unwrap();
             let want = unet::pool_reference(&x, mode);
             assert_eq!((want.w, want.h), (pw, ph));
             assert_close(&format!("{mode:?} pool {w}x{h}"), &download(&pooled, c, ph, pw).data, &want.data, 1e-6);
@@ -211,13 +213,13 @@ fn unet_ops_match_reference() {
         let small = random_map(&mut rng, 4, (h / 2).max(1), (w / 2).max(1));
         let skip = random_map(&mut rng, 3, h, w);
         let cat = gpu.storage("cat", 4 * (7 * w * h) as u64);
-        let d = unet::upsample_concat(gpu, &upload(&small), &upload(&skip), &cat, (small.w as u32, small.h as u32), (w as u32, h as u32), 4, 3);
+        let d = unet::upsample_concat(gpu, &upload(&small), &upload(&skip), &cat, (small.w as u32, small.h as u32), (w as u32, h as u32), 4, 3, F32_IO);
         gpu.run(&[d]).unwrap();
         let want = unet::upsample_concat_reference(&small, &skip);
         assert_close(&format!("upsample_concat {w}x{h}"), &download(&cat, 7, h, w).data, &want.data, 1e-6);
 
         let normed = gpu.storage("normed", 4 * (c * w * h) as u64);
-        gpu.run(&[unet::l2norm(gpu, &upload(&x), &normed, (w as u32, h as u32), c as u32)]).unwrap();
+        gpu.run(&[unet::l2norm(gpu, &upload(&x), &normed, (w as u32, h as u32), c as u32, F32_IO)]).unwrap();
         let want = unet::l2norm_reference(&x);
         assert_close(&format!("l2norm {w}x{h}"), &download(&normed, c, h, w).data, &want.data, 1e-6);
     }
@@ -276,4 +278,88 @@ fn parabola_refinement_finds_the_vertex_and_is_symmetric() {
     let (x, y) = refine_reference(&map, w, h, 2, 1);
     assert!((x - 2.2).abs() < 1e-5 && (y - 0.8).abs() < 1e-5, "({x}, {y})");
     assert_eq!(refine_reference(&map, w, h, 0, 0).0, 0.0);
+}
+
+/// f16 storage (adapters with SHADER_F16; lavapipe has it): a map rounded to f16, as the GPU stores it.
+fn to_f16(map: &Map) -> Map {
+    Map::new(map.c, map.h, map.w, map.data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
+}
+
+fn upload_f16(map: &Map) -> wgpu::Buffer {
+    let halves: Vec<half::f16> = map.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+    gpu().storage_with("f16 input", bytemuck::cast_slice(&halves))
+}
+
+fn download_f16(buffer: &wgpu::Buffer, c: usize, h: usize, w: usize) -> Map {
+    let bytes = gpu().read_buffer(buffer, 2 * (c * h * w) as u64).unwrap();
+    let halves: Vec<half::f16> = bytemuck::pod_collect_to_vec(&bytes);
+    Map::new(c, h, w, halves.iter().map(|v| v.to_f32()).collect())
+}
+
+fn has_f16() -> bool {
+    let supported = gpu().features.contains(wgpu::Features::SHADER_F16);
+    if !supported {
+        eprintln!("skipped: {} has no SHADER_F16", gpu().adapter);
+    }
+    supported
+}
+
+/// Convolutions with f16 storage against the reference on the same f16-rounded inputs and filters: what remains is
+/// f32 accumulation and one rounding of each output to f16 (relative 2^-11), so 1e-3 of the magnitude bounds it.
+/// Both variants: f32 input (the first layer reads the gray image) and f16 input.
+#[test]
+fn f16_convolutions_match_reference_on_rounded_inputs() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    for (w, h, c_in, c_out, k, pad, relu) in [(1, 1, 1, 8, 3, 1, true), (7, 13, 16, 16, 5, 0, true), (33, 17, 24, 12, 3, 1, false), (70, 41, 1, 16, 5, 0, true)] {
+        let x = to_f16(&random_map(&mut rng, c_in, h, w));
+        let mut conv = random_conv(&mut rng, c_out, c_in, k);
+        conv.weight.iter_mut().chain(conv.bias.iter_mut()).for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        let want = conv2d_reference(&x, &conv, pad, relu);
+        let (ow, oh) = (out_len(w, k, pad), out_len(h, k, pad));
+        let layer = GpuConv::upload_in(gpu, &conv, Precision::F16);
+        let tol = 1e-3 * max_abs(&want.data).max(1.0);
+        for (input, stored) in [(upload(&x), Precision::F32), (upload_f16(&x), Precision::F16)] {
+            let out = gpu.storage("conv out", 2 * (c_out * ow * oh) as u64);
+            let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: 0 };
+            gpu.run(&[layer.dispatch_parts(gpu, (&input, stored), &out, &[part], pad as u32, relu)]).unwrap();
+            assert_close(&format!("f16 conv {w}x{h} {c_in}->{c_out} k{k}, {stored:?} input"), &download_f16(&out, c_out, oh, ow).data, &want.data, tol);
+        }
+    }
+}
+
+#[test]
+fn f16_unet_ops_match_reference_on_rounded_inputs() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut rng = Rng::new(32);
+    let f16_io = (Precision::F16, Precision::F16);
+    for &(w, h) in &[(1, 1), (7, 13), (67, 45)] {
+        let c = 5;
+        let x = to_f16(&random_map(&mut rng, c, h, w));
+        for mode in [PoolMode::Mean2x2, PoolMode::BilinearHalf] {
+            let (pw, ph) = (mode.halve(w as u32) as usize, mode.halve(h as u32) as usize);
+            let pooled = gpu.storage("pooled", 2 * (c * pw * ph).max(2) as u64);
+            gpu.run(&[unet::pool(gpu, &upload_f16(&x), &pooled, (w as u32, h as u32), c as u32, mode, f16_io)]).unwrap();
+            let want = unet::pool_reference(&x, mode);
+            assert_close(&format!("f16 {mode:?} pool {w}x{h}"), &download_f16(&pooled, c, ph, pw).data, &want.data, 1e-3 * max_abs(&want.data).max(1.0));
+        }
+        let small = to_f16(&random_map(&mut rng, 4, (h / 2).max(1), (w / 2).max(1)));
+        let skip = to_f16(&random_map(&mut rng, 3, h, w));
+        let cat = gpu.storage("cat", 2 * (7 * w * h).max(2) as u64);
+        let d = unet::upsample_concat(gpu, &upload_f16(&small), &upload_f16(&skip), &cat, (small.w as u32, small.h as u32), (w as u32, h as u32), 4, 3, f16_io);
+        gpu.run(&[d]).unwrap();
+        let want = unet::upsample_concat_reference(&small, &skip);
+        assert_close(&format!("f16 upsample_concat {w}x{h}"), &download_f16(&cat, 7, h, w).data, &want.data, 1e-3 * max_abs(&want.data).max(1.0));
+        // the L2 norm reads f16 and writes the f32 map that sampling reads
+        let normed = gpu.storage("normed", 4 * (c * w * h) as u64);
+        gpu.run(&[unet::l2norm(gpu, &upload_f16(&x), &normed, (w as u32, h as u32), c as u32, (Precision::F16, Precision::F32))]).unwrap();
+        let want = unet::l2norm_reference(&x);
+        assert_close(&format!("f16 l2norm {w}x{h}"), &download(&normed, c, h, w).data, &want.data, 1e-5);
+    }
 }

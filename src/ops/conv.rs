@@ -4,10 +4,22 @@
 
 use super::Map;
 use crate::gpu::{Dispatch, Gpu, Shader};
+use super::Precision;
 use crate::config::ConvSpec;
 use crate::weights::ConvWeights;
 
-pub const SHADER: Shader = Shader { name: "conv", source: include_str!("../../shaders/conv.wgsl") };
+/// conv.wgsl with the storage types of its input, output and filters prepended.
+macro_rules! conv_variant {
+    ($name:literal, $types:literal) => {
+        Shader { name: $name, source: concat!($types, include_str!("../../shaders/conv.wgsl")) }
+    };
+}
+
+pub const SHADER: Shader = conv_variant!("conv", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n");
+/// f16 filters and output, f32 input (the first layer reads the f32 gray image).
+pub const SHADER_F32_TO_F16: Shader =
+    conv_variant!("conv f32 to f16", "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n");
+pub const SHADER_F16: Shader = conv_variant!("conv f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n");
 
 /// Output size of a convolution: `n + 2*pad - k + 1`, or 0 when the input is too small.
 pub fn out_len(n: usize, k: usize, pad: usize) -> usize {
@@ -172,30 +184,51 @@ struct ConvParams {
     part: [PartParams; MAX_PARTS],
 }
 
-/// Weights and bias of one layer, uploaded once, packed for the layer's tiling.
+/// Weights and bias of one layer, uploaded once, packed for the layer's tiling, stored in `precision` (which is
+/// also the precision of its output map).
 pub struct GpuConv {
     pub spec: ConvSpec,
     pub tiling: Tiling,
+    pub precision: Precision,
     /// The packed weights, then the bias as c_out/4 vec4s: one storage binding for both, so that the fused
     /// orientation pooling stays within the 4 storage buffers per stage of downlevel adapters (GL).
     filters: wgpu::Buffer,
 }
 
 impl GpuConv {
+    /// An f32 layer (`upload_in` for f16).
     pub fn upload(gpu: &Gpu, conv: &ConvWeights) -> Self {
+        Self::upload_in(gpu, conv, Precision::F32)
+    }
+
+    pub fn upload_in(gpu: &Gpu, conv: &ConvWeights, precision: Precision) -> Self {
         let s = &conv.spec;
-        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, false, gpu.limits.max_compute_workgroup_storage_size))
+        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, false, gpu.limits.max_compute_workgroup_storage_size), precision)
     }
 
     /// For `conv_orientation_pool`: every group channel of a pixel in one invocation.
-    pub fn upload_for_pooling(gpu: &Gpu, conv: &ConvWeights) -> Self {
+    pub fn upload_for_pooling(gpu: &Gpu, conv: &ConvWeights, precision: Precision) -> Self {
         let s = &conv.spec;
-        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, true, gpu.limits.max_compute_workgroup_storage_size))
+        Self::upload_tiled(gpu, conv, Tiling::for_layer(s, true, gpu.limits.max_compute_workgroup_storage_size), precision)
     }
 
-    fn upload_tiled(gpu: &Gpu, conv: &ConvWeights, tiling: Tiling) -> Self {
+    fn upload_tiled(gpu: &Gpu, conv: &ConvWeights, tiling: Tiling, precision: Precision) -> Self {
         let filters = pack_filters(conv, tiling);
-        GpuConv { spec: conv.spec.clone(), tiling, filters: gpu.storage_with(&conv.spec.name, bytemuck::cast_slice(&filters)) }
+        let bytes = match precision {
+            Precision::F32 => bytemuck::cast_slice(&filters).to_vec(),
+            Precision::F16 => bytemuck::cast_slice(&filters.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()).to_vec(),
+        };
+        GpuConv { spec: conv.spec.clone(), tiling, precision, filters: gpu.storage_with(&conv.spec.name, &bytes) }
+    }
+
+    /// The variant of conv.wgsl reading an `input` map: its filters and output are in the layer's precision.
+    fn shader(&self, input: Precision) -> Shader {
+        match (input, self.precision) {
+            (Precision::F32, Precision::F32) => SHADER,
+            (Precision::F32, Precision::F16) => SHADER_F32_TO_F16,
+            (Precision::F16, Precision::F16) => SHADER_F16,
+            (Precision::F16, Precision::F32) => panic!("an f32 layer reads f32 maps"),
+        }
     }
 
     /// Output size of an input map, with `pad` zeros on every side.
@@ -204,29 +237,30 @@ impl GpuConv {
         (out_len(w as usize, k, pad as usize) as u32, out_len(h as usize, k, pad as usize) as u32)
     }
 
-    /// One convolution of an `in_w` x `in_h` map in `input` into `output`.
+    /// One convolution of an `in_w` x `in_h` map in `input` (stored in the layer's precision) into `output`.
     pub fn dispatch(&self, gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, size: (u32, u32), pad: u32, relu: bool) -> Dispatch {
         let part = Part { in_size: size, in_offset: 0, out_offset: 0 };
-        self.dispatch_parts(gpu, input, output, &[part], pad, relu)
+        self.dispatch_parts(gpu, (input, self.precision), output, &[part], pad, relu)
     }
 
-    /// One convolution of every part (maps at offsets of `input`, written at offsets of `output`), one dispatch.
-    pub fn dispatch_parts(&self, gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, parts: &[Part], pad: u32, relu: bool) -> Dispatch {
+    /// One convolution of every part (maps at offsets of `input`, stored in the given precision, written at
+    /// offsets of `output`), one dispatch.
+    pub fn dispatch_parts(&self, gpu: &Gpu, (input, stored): (&wgpu::Buffer, Precision), output: &wgpu::Buffer, parts: &[Part], pad: u32, relu: bool) -> Dispatch {
         let (params, workgroups) = self.params(parts, pad);
         let p = gpu.uniform("conv params", &params);
         let constants = self.constants(pad, relu);
-        gpu.dispatch_specialized(SHADER, "conv2d", &constants, &[(0, &p), (1, input), (2, &self.filters), (4, output)], workgroups)
+        gpu.dispatch_specialized(self.shader(stored), "conv2d", &constants, &[(0, &p), (1, input), (2, &self.filters), (4, output)], workgroups)
     }
 
-    /// The fused last layer and orientation pooling (`orientation_pool`): valid padding, no ReLU; each part's
-    /// `out_offset` is where its maps start in `score` and `orientation`.
+    /// The fused last layer and orientation pooling (`orientation_pool`): valid padding, no ReLU; the input in the
+    /// layer's precision, score and orientation (f32) written from each part's `out_offset`.
     pub fn dispatch_pooled(&self, gpu: &Gpu, input: &wgpu::Buffer, parts: &[Part], score: &wgpu::Buffer, orientation: &wgpu::Buffer) -> Dispatch {
         assert_eq!(self.tiling.ocv as usize * 4, self.spec.c_out, "uploaded with upload_for_pooling");
         let (params, workgroups) = self.params(parts, 0);
         let p = gpu.uniform("pool params", &params);
         let constants = self.constants(0, false);
         let bindings = [(0, &p), (1, input), (2, &self.filters), (5, score), (6, orientation)];
-        gpu.dispatch_specialized(SHADER, "conv_orientation_pool", &constants, &bindings, workgroups)
+        gpu.dispatch_specialized(self.shader(self.precision), "conv_orientation_pool", &constants, &bindings, workgroups)
     }
 
     fn constants(&self, pad: u32, relu: bool) -> Vec<(&'static str, f64)> {

@@ -11,9 +11,38 @@ pub mod unet;
 
 use crate::gpu::Shader;
 
-/// Every shader of the engine, for the validation test and for warming the pipeline cache.
-pub const ALL_SHADERS: &[Shader] =
-    &[preprocess::SHADER, conv::SHADER, nms_topk::SHADER, unet::SHADER, sample::SHADER, matching::SHADER];
+/// Every shader of the engine with each storage-precision variant, for the validation test.
+pub const ALL_SHADERS: &[Shader] = &[
+    preprocess::SHADER,
+    conv::SHADER,
+    conv::SHADER_F32_TO_F16,
+    conv::SHADER_F16,
+    nms_topk::SHADER,
+    unet::SHADER,
+    unet::SHADER_F16,
+    unet::SHADER_F16_TO_F32,
+    sample::SHADER,
+    matching::SHADER,
+];
+
+/// How the GPU stores activations and filters: f32, or f16 (adapters with SHADER_F16), with f32 arithmetic either
+/// way. Keypoint scores, orientations and the final descriptor map stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+}
 
 /// A dense channel-major map `[c, h, w]` on the host.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,11 +1,30 @@
 //! The descriptor U-Net's pooling, bilinear resizing (+ skip concatenation) and L2 normalisation
 //! (shaders/unet.wgsl).
 
-use super::Map;
+use super::{Map, Precision};
 use crate::config::PoolMode;
 use crate::gpu::{groups_2d, Dispatch, Gpu, Shader};
 
-pub const SHADER: Shader = Shader { name: "unet", source: include_str!("../../shaders/unet.wgsl") };
+/// unet.wgsl with the storage types of its input (and skip) and output prepended.
+macro_rules! unet_variant {
+    ($name:literal, $types:literal) => {
+        Shader { name: $name, source: concat!($types, include_str!("../../shaders/unet.wgsl")) }
+    };
+}
+
+pub const SHADER: Shader = unet_variant!("unet", "alias IN_T = f32;\nalias OUT_T = f32;\n");
+pub const SHADER_F16: Shader = unet_variant!("unet f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\n");
+pub const SHADER_F16_TO_F32: Shader = unet_variant!("unet f16 to f32", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f32;\n");
+
+/// The variant reading `input` and writing `output` precision.
+fn shader((input, output): (Precision, Precision)) -> Shader {
+    match (input, output) {
+        (Precision::F32, Precision::F32) => SHADER,
+        (Precision::F16, Precision::F16) => SHADER_F16,
+        (Precision::F16, Precision::F32) => SHADER_F16_TO_F32,
+        (Precision::F32, Precision::F16) => panic!("no U-Net op narrows f32 to f16: the convolutions do"),
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -99,15 +118,16 @@ fn shape(in_w: u32, in_h: u32, out_w: u32, out_h: u32, c: u32, c_skip: u32) -> S
 }
 
 /// The descriptor's pooling by `mode` of a `c` x `h` x `w` map.
-pub fn pool(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32, mode: PoolMode) -> Dispatch {
+/// `io`: the storage precision of input and output (as for `upsample_concat` and `l2norm`).
+pub fn pool(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32, mode: PoolMode, io: (Precision, Precision)) -> Dispatch {
     let (ow, oh) = (mode.halve(w), mode.halve(h));
     match mode {
         PoolMode::Mean2x2 => {
             let p = gpu.uniform("pool shape", &shape(w, h, ow, oh, c, 0));
-            gpu.dispatch(SHADER, "avgpool2", &[(0, &p), (1, input), (2, output)], groups_2d(ow, oh, 8, c))
+            gpu.dispatch(shader(io), "avgpool2", &[(0, &p), (1, input), (2, output)], groups_2d(ow, oh, 8, c))
         }
         // Bilinear resizing is resize_concat without skip channels; the unused skip binding gets the input.
-        PoolMode::BilinearHalf => upsample_concat(gpu, input, input, output, (w, h), (ow, oh), c, 0),
+        PoolMode::BilinearHalf => upsample_concat(gpu, input, input, output, (w, h), (ow, oh), c, 0, io),
     }
 }
 
@@ -122,13 +142,14 @@ pub fn upsample_concat(
     (out_w, out_h): (u32, u32),
     c: u32,
     c_skip: u32,
+    io: (Precision, Precision),
 ) -> Dispatch {
     let p = gpu.uniform("upsample shape", &shape(in_w, in_h, out_w, out_h, c, c_skip));
     let bindings = [(0, &p), (1, y), (2, output), (3, skip)];
-    gpu.dispatch(SHADER, "resize_concat", &bindings, groups_2d(out_w, out_h, 8, c + c_skip))
+    gpu.dispatch(shader(io), "resize_concat", &bindings, groups_2d(out_w, out_h, 8, c + c_skip))
 }
 
-pub fn l2norm(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32) -> Dispatch {
+pub fn l2norm(gpu: &Gpu, input: &wgpu::Buffer, output: &wgpu::Buffer, (w, h): (u32, u32), c: u32, io: (Precision, Precision)) -> Dispatch {
     let p = gpu.uniform("l2norm shape", &shape(w, h, w, h, c, 0));
-    gpu.dispatch(SHADER, "l2norm", &[(0, &p), (1, input), (2, output)], groups_2d(w, h, 8, 1))
+    gpu.dispatch(shader(io), "l2norm", &[(0, &p), (1, input), (2, output)], groups_2d(w, h, 8, 1))
 }

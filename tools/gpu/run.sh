@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU comparison, prepared for a lent GPU machine: strek bench on the GPU through Vulkan, the same model in
+# The GPU comparison, prepared for a lent GPU machine: strek bench on the GPU through Vulkan (f32, and f16 storage
+# where the adapter has SHADER_F16), the same model in
 # PyTorch on CUDA (eager and torch.compile) on the same images and sizes, and one table with the ratio.
 #
 # On the lent machine (no network, no Rust; PyTorch is there), from the repository root:
@@ -58,11 +59,19 @@ peak=()
     --warmup "$WARMUP" --reps "$REPS" "${peak[@]}" --json "$OUT_DIR/strek.json" --save-images "$WORK/images" \
     | tee "$OUT_DIR/strek.txt"
 
+f16=()
+if grep -q SHADER_F16 "$OUT_DIR/strek-info.txt"; then
+    echo "== strek bench (Vulkan, f16 storage)"
+    "$STREK" --device gpu --backend vulkan --f16 --weights "$WEIGHTS" bench --sizes "$SIZES" --batch "$BATCH" \
+        --warmup "$WARMUP" --reps "$REPS" "${peak[@]}" --json "$OUT_DIR/strek-f16.json" | tee "$OUT_DIR/strek-f16.txt"
+    f16=(--f16 "$OUT_DIR/strek-f16.json")
+fi
+
 echo "== PyTorch (CUDA): $MODES"
 python3 tools/gpu/strek_torch.py bench --weights "$WEIGHTS" --images "$WORK/images" --sizes "$SIZES" \
     --batch "$BATCH" --modes "$MODES" --compile-mode "$COMPILE_MODE" --warmup "$WARMUP" --reps "$REPS" \
     --device cuda --json "$OUT_DIR/torch.json"
 
 echo "== comparison"
-python3 tools/gpu/compare.py "$OUT_DIR/strek.json" "$OUT_DIR/torch.json" -o "$OUT_DIR/table.md"
+python3 tools/gpu/compare.py "$OUT_DIR/strek.json" "$OUT_DIR/torch.json" "${f16[@]}" -o "$OUT_DIR/table.md"
 rm -rf "$WORK"

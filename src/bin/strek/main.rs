@@ -45,6 +45,10 @@ pub struct Common {
     /// available memory and address-space limit, less a tenth].
     #[arg(long, global = true, value_name = "MIB")]
     max_memory: Option<u64>,
+    /// GPU: store activations and filters in f16 (arithmetic stays f32; scores, orientations and descriptors
+    /// f32). Needs an adapter with SHADER_F16.
+    #[arg(long, global = true)]
+    f16: bool,
     /// Weights file [default: weights/strek.safetensors of the working directory or of the source tree].
     #[arg(long, global = true)]
     weights: Option<PathBuf>,
@@ -65,7 +69,10 @@ impl Common {
 
     /// The session every subcommand runs in: extraction and matching on one device.
     pub fn session(&self) -> strek::Result<strek::Session> {
-        Ok(strek::Session::open(self.device, &self.gpu_options())?.with_max_memory(self.max_memory.map(|m| m << 20)))
+        let precision = if self.f16 { strek::ops::Precision::F16 } else { strek::ops::Precision::F32 };
+        Ok(strek::Session::open(self.device, &self.gpu_options())?
+            .with_max_memory(self.max_memory.map(|m| m << 20))
+            .with_precision(precision))
     }
 
     /// The weights' extractor and a matcher (`--matcher`) in one session, announced on stderr.
