@@ -41,8 +41,8 @@ struct PySession {
 #[pymethods]
 impl PySession {
     #[new]
-    #[pyo3(signature = (device = "auto", weights = None, max_keypoints = None, max_memory = None))]
-    fn new(py: Python<'_>, device: &str, weights: Option<PathBuf>, max_keypoints: Option<usize>, max_memory: Option<u64>) -> PyResult<Self> {
+    #[pyo3(signature = (device = "auto", weights = None, max_keypoints = None, max_memory = None, f16 = false))]
+    fn new(py: Python<'_>, device: &str, weights: Option<PathBuf>, max_keypoints: Option<usize>, max_memory: Option<u64>, f16: bool) -> PyResult<Self> {
         let device: Device = device.parse().map_err(engine_error)?;
         py.detach(|| {
             let weights = match &weights {
@@ -50,7 +50,8 @@ impl PySession {
                 None => Weights::from_bytes(SHIPPED_WEIGHTS, "the shipped weights (strek.safetensors)")?,
             };
             let session = Session::open(device, &GpuOptions::default())?.with_max_memory(max_memory);
-            let config = Config { max_keypoints, ..Default::default() };
+            let precision = if f16 { strek::ops::Precision::F16 } else { strek::ops::Precision::F32 };
+            let config = Config { max_keypoints, precision, ..Default::default() };
             let extractor = session.extractor(&weights, config)?;
             let matcher = session.matcher(Device::Auto)?;
             Ok(PySession { description: extractor.describe(), extractor: Mutex::new(extractor), matcher, dim: weights.config.descriptor.dim })

@@ -73,13 +73,14 @@ class Session:
     """One device (`"auto"`: a hardware GPU when there is one, else the CPU path; `"gpu"`; `"cpu"`) with an
     extractor and a matcher on it. `weights`: a .safetensors file (default: the weights shipped in the package).
     `max_keypoints`: at most this many per image (default: the weights' config). `max_memory`: the CPU path's
-    memory budget in bytes. Extraction and matching release the GIL, so threads may share a session (calls on
+    memory budget in bytes. `f16`: on a GPU with SHADER_F16, store activations and filters in f16 (arithmetic stays
+    f32; an error on other GPUs; the CPU path ignores it). Extraction and matching release the GIL, so threads may share a session (calls on
     one session run one at a time)."""
 
     def __init__(self, device: str = "auto", weights: Optional[Union[str, "os.PathLike[str]"]] = None,
-                 max_keypoints: Optional[int] = None, max_memory: Optional[int] = None):
+                 max_keypoints: Optional[int] = None, max_memory: Optional[int] = None, f16: bool = False):
         self._session = _strek.Session(device, None if weights is None else os.fspath(weights), max_keypoints,
-                                       max_memory)
+                                       max_memory, f16)
 
     @property
     def device(self) -> str:

@@ -141,3 +141,26 @@ def test_a_headless_machine_without_a_runtime_folder_gets_no_window_system_error
                          capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "XDG_RUNTIME_DIR" not in out.stderr, out.stderr
+
+
+def test_f16_storage_on_a_gpu_keeps_the_keypoints():
+    """`f16=True` on a GPU with SHADER_F16 (lavapipe has it): the keypoints of f32 storage, descriptors close."""
+    try:
+        plain = strek.Session(device="gpu", max_keypoints=100)
+    except strek.StrekError:
+        pytest.skip("no GPU adapter")
+    try:
+        half = strek.Session(device="gpu", max_keypoints=100, f16=True)
+    except strek.StrekError as e:
+        assert "SHADER_F16" in str(e)
+        pytest.skip(str(e))
+    assert "f16" in half.device
+    image = textured(5)
+    a, b = plain.extract(image), half.extract(image)
+    assert len(a) > 20
+    near = np.abs(a.keypoints[:, None, :] - b.keypoints[None, :, :]).max(axis=2) <= 0.1
+    kept = near.any(axis=1)
+    assert kept.mean() >= 0.97, f"{kept.sum()} of {len(a)} keypoints kept"
+    j = near.argmax(axis=1)[kept]
+    cosines = (a.descriptors[kept] * b.descriptors[j]).sum(axis=1)
+    assert cosines.min() >= 0.99
