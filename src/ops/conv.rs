@@ -65,6 +65,7 @@ pub fn conv2d_reference(x: &Map, conv: &ConvWeights, pad: usize, relu: bool) -> 
 fn workgroup_floats(limit_bytes: u32) -> u32 {
     (limit_bytes.min(32768) - 32) / 4
 }
+
 /// Maps one dispatch can cover (conv.wgsl's MAX_PARTS); the pyramid has at most `config::MAX_LEVELS`.
 pub const MAX_PARTS: usize = 8;
 /// A workgroup is WG_X x WG_Y invocations (conv.wgsl), covering WG_X * PX x WG_Y pixels.
@@ -75,7 +76,7 @@ const PX: u32 = 4;
 /// Group channels the fused orientation pooling holds in one invocation (4 vec4s; `ModelConfig::validate`).
 pub const MAX_POOLED: usize = 16;
 
-/// The kernel's shape for one layer: 4 pixels x `4 * ocv` output channels per invocation (`ocv` 1 or 2), `chunk`
+/// The kernel's shape for one layer: 4 pixels x `4 * ocv` output channels per invocation (`ocv` 1 to 4), `chunk`
 /// input channels staged in workgroup memory at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
@@ -84,8 +85,8 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// The deepest staging that fits `budget` floats of workgroup memory and divides `c_in`: per input channel, its input tile
-    /// with halo and its filter taps (`k * k * ocv` vec4s).
+    /// The deepest staging that fits `budget` floats of workgroup memory and divides `c_in`: per input channel,
+    /// its input tile with halo and its filter taps (`k * k * ocv` vec4s).
     fn new(c_in: usize, k: usize, ocv: u32, budget: u32) -> Self {
         let k = k as u32;
         let per_channel = (WG_X * PX + k - 1) * (WG_Y + k - 1) + 4 * k * k * ocv;
