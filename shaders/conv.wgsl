@@ -188,39 +188,13 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
     return acc;
 }
 
-fn pixel_a(acc: Acc, px: u32) -> vec4<f32> {
+// The output vec4s a, b, c, d of pixel px (after the accumulation: not in the inner loop).
+fn pixel(acc: Acc, px: u32) -> array<vec4<f32>, 4> {
     switch px {
-        case 0u: { return acc.a0; }
-        case 1u: { return acc.a1; }
-        case 2u: { return acc.a2; }
-        default: { return acc.a3; }
-    }
-}
-
-fn pixel_b(acc: Acc, px: u32) -> vec4<f32> {
-    switch px {
-        case 0u: { return acc.b0; }
-        case 1u: { return acc.b1; }
-        case 2u: { return acc.b2; }
-        default: { return acc.b3; }
-    }
-}
-
-fn pixel_c(acc: Acc, px: u32) -> vec4<f32> {
-    switch px {
-        case 0u: { return acc.c0; }
-        case 1u: { return acc.c1; }
-        case 2u: { return acc.c2; }
-        default: { return acc.c3; }
-    }
-}
-
-fn pixel_d(acc: Acc, px: u32) -> vec4<f32> {
-    switch px {
-        case 0u: { return acc.d0; }
-        case 1u: { return acc.d1; }
-        case 2u: { return acc.d2; }
-        default: { return acc.d3; }
+        case 0u: { return array(acc.a0, acc.b0, acc.c0, acc.d0); }
+        case 1u: { return array(acc.a1, acc.b1, acc.c1, acc.d1); }
+        case 2u: { return array(acc.a2, acc.b2, acc.c2, acc.d2); }
+        default: { return array(acc.a3, acc.b3, acc.c3, acc.d3); }
     }
 }
 
@@ -241,15 +215,9 @@ fn conv2d(
     for (var px = 0u; px < PX; px++) {
         let x = at.x0 + lid.x * PX + px;
         if (x < q.out_w && y < q.out_h) {
-            store(q, block * OCV, x, y, pixel_a(acc, px));
-            if (OCV >= 2u) {
-                store(q, block * OCV + 1u, x, y, pixel_b(acc, px));
-            }
-            if (OCV >= 3u) {
-                store(q, block * OCV + 2u, x, y, pixel_c(acc, px));
-            }
-            if (OCV == 4u) {
-                store(q, block * OCV + 3u, x, y, pixel_d(acc, px));
+            let v = pixel(acc, px);
+            for (var j = 0u; j < OCV; j++) {
+                store(q, block * OCV + j, x, y, v[j]);
             }
         }
     }
@@ -292,7 +260,7 @@ fn conv_orientation_pool(
         if (x >= q.out_w || y >= q.out_h) {
             continue;
         }
-        let group = array<vec4<f32>, 4>(pixel_a(acc, px), pixel_b(acc, px), pixel_c(acc, px), pixel_d(acc, px));
+        let group = pixel(acc, px);
         var best = group[0].x;
         var r = 0u;
         for (var i = 1u; i < n; i++) {

@@ -443,10 +443,7 @@ impl Extract for GpuExtractor {
     }
 
     fn describe(&self) -> String {
-        match self.precision {
-            Precision::F32 => format!("GPU: {}", self.gpu.adapter),
-            Precision::F16 => format!("GPU: {}, f16 storage", self.gpu.adapter),
-        }
+        format!("GPU: {}{}", self.gpu.adapter, self.precision.note())
     }
 
     fn stage_times(&self) -> Vec<(&'static str, f64)> {

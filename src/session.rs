@@ -113,7 +113,7 @@ impl Session {
     /// An extractor with these weights on the session's device.
     pub fn extractor(&self, weights: &Weights, mut config: Config) -> Result<Box<dyn Extract + Send>> {
         config.max_memory = config.max_memory.or(self.max_memory);
-        if config.precision == Precision::F32 && self.gpu.is_some() {
+        if config.precision == Precision::F32 {
             config.precision = self.precision;
         }
         Ok(match &self.gpu {
@@ -140,8 +140,7 @@ impl Session {
     /// "GPU: <adapter>" (with ", f16 storage" where asked) or "CPU: <threads>, <kernel>", for reports.
     pub fn describe(&self) -> String {
         match &self.gpu {
-            Some(gpu) if self.precision == Precision::F16 => format!("GPU: {}, f16 storage", gpu.adapter),
-            Some(gpu) => format!("GPU: {}", gpu.adapter),
+            Some(gpu) => format!("GPU: {}{}", gpu.adapter, self.precision.note()),
             None => cpu::describe(cpu::conv::Kernel::best()),
         }
     }

@@ -42,6 +42,21 @@ impl Precision {
             Precision::F16 => 2,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// What reports add after the adapter: nothing for the default.
+    pub fn note(self) -> &'static str {
+        match self {
+            Precision::F32 => "",
+            Precision::F16 => ", f16 storage",
+        }
+    }
 }
 
 /// A dense channel-major map `[c, h, w]` on the host.

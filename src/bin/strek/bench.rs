@@ -164,7 +164,7 @@ fn write_json(path: &std::path::Path, session: &Session, about: &About, weights:
         "device": about.device,
         "adapter": adapter,
         "software_adapter": session.is_software(),
-        "precision": if session.gpu().is_some() { format!("{:?}", session.precision()).to_lowercase() } else { "f32".into() },
+        "precision": session.gpu().map_or("f32", |_| session.precision().name()),
         "note": about.caution,
         "timing": about.timing,
         "weights": weights.source,
