@@ -57,7 +57,10 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
         if chosen.len() == MINIMAL {
             let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nf[chosen[k]]);
             let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nt[chosen[k]]);
-            return seven_point_normalized(&a, &b, &t1, &t2).map(project);
+            let (pixels_from, pixels_to): ([[f64; 2]; MINIMAL], [[f64; 2]; MINIMAL]) =
+                (std::array::from_fn(|k| from[chosen[k]]), std::array::from_fn(|k| to[chosen[k]]));
+            let solutions = seven_point_normalized(&a, &b, &t1, &t2);
+            return solutions.into_iter().filter(|f| oriented(f, &pixels_from, &pixels_to)).map(project).collect();
         }
         let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = chosen.iter().map(|&i| (from[i], to[i])).unzip();
         eight_point(&a, &b).map(project).into_iter().collect()
@@ -141,17 +144,30 @@ struct Points<T> {
 /// The two float types the scoring runs in.
 trait Real: Copy + Default + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
     fn of(v: f64) -> Self;
+    /// `a * b + c`: fused in f32 (one instruction where the scoring is compiled for AVX-512, and the same rounding
+    /// on every CPU), two operations in f64, whose inlier flags are the ones kept.
+    fn mul_add(a: Self, b: Self, c: Self) -> Self;
 }
 
 impl Real for f32 {
     fn of(v: f64) -> Self {
         v as f32
     }
+
+    #[inline(always)]
+    fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        a.mul_add(b, c)
+    }
 }
 
 impl Real for f64 {
     fn of(v: f64) -> Self {
         v
+    }
+
+    #[inline(always)]
+    fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        a * b + c
     }
 }
 
@@ -173,14 +189,15 @@ impl<T: Real> Points<T> {
         let mut count = 0u32;
         for i in 0..px.len() {
             // sampson_distance <= threshold, squared (no square root or division in the loop)
+            let fma = T::mul_add;
             let fp = [
-                f[0][0] * px[i] + f[0][1] * py[i] + f[0][2],
-                f[1][0] * px[i] + f[1][1] * py[i] + f[1][2],
-                f[2][0] * px[i] + f[2][1] * py[i] + f[2][2],
+                fma(f[0][0], px[i], fma(f[0][1], py[i], f[0][2])),
+                fma(f[1][0], px[i], fma(f[1][1], py[i], f[1][2])),
+                fma(f[2][0], px[i], fma(f[2][1], py[i], f[2][2])),
             ];
-            let ftq = [f[0][0] * qx[i] + f[1][0] * qy[i] + f[2][0], f[0][1] * qx[i] + f[1][1] * qy[i] + f[2][1]];
-            let residual = qx[i] * fp[0] + qy[i] * fp[1] + fp[2];
-            let gradient = fp[0] * fp[0] + fp[1] * fp[1] + ftq[0] * ftq[0] + ftq[1] * ftq[1];
+            let ftq = [fma(f[0][0], qx[i], fma(f[1][0], qy[i], f[2][0])), fma(f[0][1], qx[i], fma(f[1][1], qy[i], f[2][1]))];
+            let residual = fma(qx[i], fp[0], fma(qy[i], fp[1], fp[2]));
+            let gradient = fma(fp[0], fp[0], fma(fp[1], fp[1], fma(ftq[0], ftq[0], ftq[1] * ftq[1])));
             count += ((gradient > T::default()) & (residual * residual <= threshold2 * gradient)) as u32;
         }
         count as usize
@@ -288,6 +305,36 @@ fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], 
         }
     }
     out
+}
+
+/// The oriented epipolar constraint (Chum, Werner & Matas 2004): with the epipole e' of the second image
+/// (`F^T e' = 0`), the epipolar line `F x` of every correspondence seen in front of both cameras is `e' x x'` up to
+/// a scale of one and the same sign for all of them. A seven-point matrix whose sample's signs disagree cannot be the
+/// geometry of that sample (some of its points would lie behind a camera), so RANSAC drops it without scoring: on
+/// pairs with little shared view that is most hypotheses. The sign of F cancels (e' flips with it); a correspondence
+/// at the epipole (sign 0) constrains nothing.
+pub fn oriented(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]]) -> bool {
+    let column = |j: usize| [f[0][j], f[1][j], f[2][j]];
+    let candidates = [cross(column(0), column(1)), cross(column(0), column(2)), cross(column(1), column(2))];
+    let norm = |v: &[f64; 3]| v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    let epipole = candidates.into_iter().fold([0.0; 3], |best, v| if norm(&v) > norm(&best) { v } else { best });
+    let mut sign = 0.0;
+    for (p, q) in from.iter().zip(to) {
+        let line = apply(f, [p[0], p[1], 1.0]);
+        let through = cross(epipole, [q[0], q[1], 1.0]);
+        let s = (line[0] * through[0] + line[1] * through[1] + line[2] * through[2]).signum();
+        if s * sign < 0.0 {
+            return false;
+        }
+        if sign == 0.0 {
+            sign = s;
+        }
+    }
+    true
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
 
 /// A point moved by a normalisation (a similarity without rotation, as `normalization` makes).
@@ -636,6 +683,46 @@ pub(crate) mod tests {
         // a degenerate sample (all points the same) gives nothing
         let same = vec![[10.0, 20.0]; 7];
         assert!(seven_point(&same, &same).is_empty());
+    }
+
+    #[test]
+    fn the_true_matrix_is_oriented_and_a_point_behind_a_camera_is_not() {
+        let s = scene(40, 0.0, 0.0, 7);
+        let k_inv = inverse_calibration(&s.k);
+        let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+        for start in 0..30 {
+            assert!(oriented(&truth, &s.from[start..start + 7], &s.to[start..start + 7]), "points {start}..");
+            // either sign of F
+            let negated = truth.map(|row| row.map(|v| -v));
+            assert!(oriented(&negated, &s.from[start..start + 7], &s.to[start..start + 7]));
+        }
+        // a point in front of the first camera and behind the second projects onto its epipolar line, so it
+        // satisfies x'^T F x = 0 exactly, but with the opposite orientation
+        let project = |p: [f64; 3]| [s.k[0][0] * p[0] / p[2] + s.k[0][2], s.k[1][1] * p[1] / p[2] + s.k[1][2]];
+        let in_second = |p: [f64; 3]| {
+            let q = apply(&s.r, p);
+            [q[0] + s.t[0], q[1] + s.t[1], q[2] + s.t[2]]
+        };
+        let in_first = (-40..=40)
+            .flat_map(|x| [-1.0, 1.0].map(|y| [x as f64, y, 0.05]))
+            .find(|&p| in_second(p)[2] < -0.01)
+            .expect("a point between the cameras' planes");
+        let (p, q) = (project(in_first), project(in_second(in_first)));
+        assert!(sampson_distance(&truth, p, q) < 1e-6);
+        let (mut from, mut to) = (s.from[..7].to_vec(), s.to[..7].to_vec());
+        (from[3], to[3]) = (p, q);
+        assert!(!oriented(&truth, &from, &to));
+    }
+
+    #[test]
+    fn ransac_keeps_a_oriented_geometry_among_outliers() {
+        let s = scene(300, 0.5, 0.6, 11);
+        let estimate = estimate(&s.from, &s.to, &Ransac::epipolar()).expect("a model");
+        let truth: Vec<usize> = (0..300).filter(|&i| s.truth[i]).collect();
+        let inliers: Vec<usize> = (0..300).filter(|&i| estimate.inliers[i]).collect();
+        assert!(truth.iter().filter(|i| estimate.inliers[**i]).count() >= truth.len() * 95 / 100);
+        let (from, to): (Vec<[f64; 2]>, Vec<[f64; 2]>) = inliers.iter().filter(|i| s.truth[**i]).map(|&i| (s.from[i], s.to[i])).unzip();
+        assert!(oriented(&estimate.model, &from, &to));
     }
 
     #[test]
