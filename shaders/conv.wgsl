@@ -127,9 +127,16 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
     let tw = WG_X * PX + K - 1u;
     let th = WG_Y + K - 1u;
     let plane = q.in_w * q.in_h;
+    // a 1x1 convolution without padding reads each input value in one invocation only (the one that owns its
+    // pixel), so it reads its 4 pixels straight from the map instead of staging them; coordinates past the map's
+    // edge are clamped (those pixels are not stored)
+    let direct = K == 1u && PAD == 0u;
+    let own_y = min(at.y0 + lid.y, q.in_h - 1u) * q.in_w;
+    let own_x = at.x0 + lid.x * PX;
+    let own = array(min(own_x, q.in_w - 1u), min(own_x + 1u, q.in_w - 1u), min(own_x + 2u, q.in_w - 1u), min(own_x + 3u, q.in_w - 1u));
     for (var c0 = 0u; c0 < C_IN; c0 += CHUNK) {
         workgroupBarrier();
-        for (var i = li; i < CHUNK * tw * th; i += WG_X * WG_Y) {
+        for (var i = li; i < CHUNK * tw * th && !direct; i += WG_X * WG_Y) {
             let c = i / (tw * th);
             let r = i % (tw * th);
             let iy = i32(at.y0 + r / tw) - i32(PAD);
@@ -151,10 +158,22 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
                 let row = (c * th + lid.y + ky) * tw + lid.x * PX;
                 for (var kx = 0u; kx < K; kx++) {
                     let wbase = ((c * K + ky) * K + kx) * OCV;
-                    let v0 = vec4<f32>(tile[row + kx]);
-                    let v1 = vec4<f32>(tile[row + kx + 1u]);
-                    let v2 = vec4<f32>(tile[row + kx + 2u]);
-                    let v3 = vec4<f32>(tile[row + kx + 3u]);
+                    var v0: vec4<f32>;
+                    var v1: vec4<f32>;
+                    var v2: vec4<f32>;
+                    var v3: vec4<f32>;
+                    if (direct) {
+                        let base = q.in_offset + (c0 + c) * plane + own_y;
+                        v0 = vec4<f32>(f32(input[base + own[0]]));
+                        v1 = vec4<f32>(f32(input[base + own[1]]));
+                        v2 = vec4<f32>(f32(input[base + own[2]]));
+                        v3 = vec4<f32>(f32(input[base + own[3]]));
+                    } else {
+                        v0 = vec4<f32>(tile[row + kx]);
+                        v1 = vec4<f32>(tile[row + kx + 1u]);
+                        v2 = vec4<f32>(tile[row + kx + 2u]);
+                        v3 = vec4<f32>(tile[row + kx + 3u]);
+                    }
                     let wa = taps[wbase];
                     acc.a0 = fma(wa, v0, acc.a0);
                     acc.a1 = fma(wa, v1, acc.a1);

@@ -80,6 +80,8 @@ fn conv2d_matches_reference() {
     let cases = [
         (1, 1, 1, 8, 3, 1, true),
         (1, 1, 4, 4, 1, 0, false),
+        (37, 9, 48, 16, 1, 0, true),
+        (70, 3, 12, 8, 1, 0, false),
         (7, 13, 16, 16, 5, 0, true),
         (13, 7, 3, 12, 3, 1, false),
         (33, 17, 8, 8, 5, 2, true),
