@@ -311,8 +311,9 @@ fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], 
 /// (`F^T e' = 0`), the epipolar line `F x` of every correspondence seen in front of both cameras is `e' x x'` up to
 /// a scale of one and the same sign for all of them. A seven-point matrix whose sample's signs disagree cannot be the
 /// geometry of that sample (some of its points would lie behind a camera), so RANSAC drops it without scoring: on
-/// pairs with little shared view that is most hypotheses. The sign of F cancels (e' flips with it); a correspondence
-/// at the epipole (sign 0) constrains nothing.
+/// pairs with little shared view that is most hypotheses. The sign of F cancels (negating F negates every product
+/// alike, e' being a cross product of two of its columns); a product of exactly zero (a point at the epipole)
+/// constrains nothing.
 pub fn oriented(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]]) -> bool {
     let column = |j: usize| [f[0][j], f[1][j], f[2][j]];
     let candidates = [cross(column(0), column(1)), cross(column(0), column(2)), cross(column(1), column(2))];
@@ -322,7 +323,8 @@ pub fn oriented(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]]) -> bool {
     for (p, q) in from.iter().zip(to) {
         let line = apply(f, [p[0], p[1], 1.0]);
         let through = cross(epipole, [q[0], q[1], 1.0]);
-        let s = (line[0] * through[0] + line[1] * through[1] + line[2] * through[2]).signum();
+        let product = line[0] * through[0] + line[1] * through[1] + line[2] * through[2];
+        let s = if product > 0.0 { 1.0 } else if product < 0.0 { -1.0 } else { 0.0 };
         if s * sign < 0.0 {
             return false;
         }
