@@ -604,6 +604,14 @@ pub(crate) mod tests {
         pub truth: Vec<bool>,
     }
 
+    impl Scene {
+        /// The true fundamental matrix, `K^-T [t]x R K^-1`.
+        pub fn fundamental(&self) -> Mat3 {
+            let k_inv = inverse_calibration(&self.k);
+            multiply(&multiply(&transpose(&k_inv), &multiply(&skew(self.t), &self.r)), &k_inv)
+        }
+    }
+
     /// Points in a box 3 to 8 units in front of camera 1, seen by camera 2 = [R | t]; pixel noise of `noise`
     /// standard deviation; a share `outliers` of the second points replaced by random pixels.
     pub fn scene(n: usize, noise: f64, outliers: f64, seed: u64) -> Scene {
@@ -656,8 +664,7 @@ pub(crate) mod tests {
             assert!(sampson_distance(&f, *p, *q) < 1e-6, "{}", sampson_distance(&f, *p, *q));
         }
         // the true fundamental matrix: K^-T [t]x R K^-1
-        let k_inv = [[1.0 / s.k[0][0], 0.0, -s.k[0][2] / s.k[0][0]], [0.0, 1.0 / s.k[1][1], -s.k[1][2] / s.k[1][1]], [0.0, 0.0, 1.0]];
-        let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+        let truth = s.fundamental();
         assert!(same_up_to_scale(&f, &truth, 1e-6));
         let e = essential_from_fundamental(&f, &s.k, &s.k);
         assert!(same_up_to_scale(&e, &multiply(&skew(s.t), &s.r), 1e-6));
@@ -674,8 +681,7 @@ pub(crate) mod tests {
             }
             // the one that also explains the other 33 points (to 1e-3 px: a minimal sample extrapolates its rounding)
             // is the true one
-            let k_inv = [[1.0 / s.k[0][0], 0.0, -s.k[0][2] / s.k[0][0]], [0.0, 1.0 / s.k[1][1], -s.k[1][2] / s.k[1][1]], [0.0, 0.0, 1.0]];
-            let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+            let truth = s.fundamental();
             let explains_all = |f: &Mat3| s.from.iter().zip(&s.to).all(|(p, q)| sampson_distance(f, *p, *q) < 1e-3);
             let worst = |f: &Mat3| s.from.iter().zip(&s.to).map(|(p, q)| sampson_distance(f, *p, *q)).fold(0.0, f64::max);
             let found: Vec<Mat3> = solutions.into_iter().filter(explains_all).collect();
@@ -690,8 +696,7 @@ pub(crate) mod tests {
     #[test]
     fn the_true_matrix_is_oriented_and_a_point_behind_a_camera_is_not() {
         let s = scene(40, 0.0, 0.0, 7);
-        let k_inv = inverse_calibration(&s.k);
-        let truth = multiply(&multiply(&transpose(&k_inv), &multiply(&skew(s.t), &s.r)), &k_inv);
+        let truth = s.fundamental();
         for start in 0..30 {
             assert!(oriented(&truth, &s.from[start..start + 7], &s.to[start..start + 7]), "points {start}..");
             // either sign of F
@@ -720,10 +725,10 @@ pub(crate) mod tests {
     fn ransac_keeps_a_oriented_geometry_among_outliers() {
         let s = scene(300, 0.5, 0.6, 11);
         let estimate = estimate(&s.from, &s.to, &Ransac::epipolar()).expect("a model");
-        let truth: Vec<usize> = (0..300).filter(|&i| s.truth[i]).collect();
-        let inliers: Vec<usize> = (0..300).filter(|&i| estimate.inliers[i]).collect();
-        assert!(truth.iter().filter(|i| estimate.inliers[**i]).count() >= truth.len() * 95 / 100);
-        let (from, to): (Vec<[f64; 2]>, Vec<[f64; 2]>) = inliers.iter().filter(|i| s.truth[**i]).map(|&i| (s.from[i], s.to[i])).unzip();
+        let truth = s.truth.iter().filter(|t| **t).count();
+        let found: Vec<usize> = (0..300).filter(|&i| estimate.inliers[i] && s.truth[i]).collect();
+        assert!(found.len() >= truth * 95 / 100);
+        let (from, to): (Vec<[f64; 2]>, Vec<[f64; 2]>) = found.iter().map(|&i| (s.from[i], s.to[i])).unzip();
         assert!(oriented(&estimate.model, &from, &to));
     }
 
