@@ -57,10 +57,7 @@ fn robust(from: &[[f64; 2]], to: &[[f64; 2]], settings: &Ransac, project: &dyn F
         if chosen.len() == MINIMAL {
             let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nf[chosen[k]]);
             let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| nt[chosen[k]]);
-            let (pixels_from, pixels_to): ([[f64; 2]; MINIMAL], [[f64; 2]; MINIMAL]) =
-                (std::array::from_fn(|k| from[chosen[k]]), std::array::from_fn(|k| to[chosen[k]]));
-            let solutions = seven_point_normalized(&a, &b, &t1, &t2);
-            return solutions.into_iter().filter(|f| oriented(f, &pixels_from, &pixels_to)).map(project).collect();
+            return seven_point_normalized(&a, &b, &t1, &t2, true).map(project);
         }
         let (a, b): (Vec<[f64; 2]>, Vec<[f64; 2]>) = chosen.iter().map(|&i| (from[i], to[i])).unzip();
         eight_point(&a, &b).map(project).into_iter().collect()
@@ -279,12 +276,14 @@ pub fn seven_point(from: &[[f64; 2]], to: &[[f64; 2]]) -> Solutions {
     let (Some(t1), Some(t2)) = (normalization(from), normalization(to)) else { return Solutions::default() };
     let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t1, &from[k]));
     let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t2, &to[k]));
-    seven_point_normalized(&a, &b, &t1, &t2).map(unit_norm)
+    seven_point_normalized(&a, &b, &t1, &t2, false).map(unit_norm)
 }
 
 /// `seven_point` on points already moved by the normalisations `t1`, `t2` (similarities), which the result undoes;
-/// the matrices are not scaled.
-fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], t1: &Mat3, t2: &Mat3) -> Solutions {
+/// the matrices are not scaled. With `oriented_only`, a matrix that fails the oriented constraint on the sample is
+/// dropped before it is denormalised (the test gives the same answer in both frames: `F x` and `e' x x'` are lines
+/// of the second image, and both move by `T2^-T`, the second with the positive factor `det T2`).
+fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], t1: &Mat3, t2: &Mat3, oriented_only: bool) -> Solutions {
     let mut a = [[0.0; 9]; MINIMAL];
     for ((&[x, y], &[u, v]), row) in from.iter().zip(to).zip(a.iter_mut()) {
         *row = [u * x, u * y, u, v * x, v * y, v, x, y, 1.0];
@@ -299,7 +298,11 @@ fn seven_point_normalized(from: &[[f64; 2]; MINIMAL], to: &[[f64; 2]; MINIMAL], 
     let (c2, c1) = ((plus + minus) / 2.0 - c0, (plus - minus) / 2.0 - c3);
     // not scaled to unit norm: the Sampson test does not depend on the scale, and most hypotheses are discarded
     for l in real_cubic_roots(c3, c2, c1, c0) {
-        let f = denormalized(&at(l), t1, t2);
+        let normalized = at(l);
+        if oriented_only && !oriented(&normalized, from, to) {
+            continue;
+        }
+        let f = denormalized(&normalized, t1, t2);
         if f.iter().flatten().all(|v| v.is_finite()) && f.iter().flatten().any(|v| *v != 0.0) {
             out.push(f);
         }
@@ -719,6 +722,26 @@ pub(crate) mod tests {
         let (mut from, mut to) = (s.from[..7].to_vec(), s.to[..7].to_vec());
         (from[3], to[3]) = (p, q);
         assert!(!oriented(&truth, &from, &to));
+    }
+
+    #[test]
+    fn the_oriented_test_in_the_normalised_frame_keeps_what_the_pixel_test_keeps() {
+        // half outliers, so that samples give matrices of both kinds
+        let s = scene(200, 0.5, 0.5, 13);
+        let (t1, t2) = (normalization(&s.from).unwrap(), normalization(&s.to).unwrap());
+        let (mut kept, mut dropped) = (0, 0);
+        for start in (0..190).step_by(3) {
+            let (from, to) = (&s.from[start..start + 7], &s.to[start..start + 7]);
+            let a: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t1, &from[k]));
+            let b: [[f64; 2]; MINIMAL] = std::array::from_fn(|k| moved(&t2, &to[k]));
+            let all = seven_point_normalized(&a, &b, &t1, &t2, false);
+            let filtered = seven_point_normalized(&a, &b, &t1, &t2, true);
+            let in_pixels: Vec<Mat3> = all.into_iter().filter(|f| oriented(f, from, to)).collect();
+            assert_eq!(filtered.into_iter().collect::<Vec<_>>(), in_pixels, "sample {start}..");
+            kept += in_pixels.len();
+            dropped += all.len() - in_pixels.len();
+        }
+        assert!(kept > 0 && dropped > 0, "kept {kept}, dropped {dropped}");
     }
 
     #[test]

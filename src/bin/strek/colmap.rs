@@ -39,6 +39,9 @@ pub struct Args {
     /// Verification: pairs with fewer inliers are stored as failed (COLMAP's default is 15).
     #[arg(long, default_value_t = 15)]
     min_inliers: usize,
+    /// Verification: seed of RANSAC's sample draws (pair k of the pair list draws from seed + k).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Descend into subfolders.
     #[arg(short, long)]
     recursive: bool,
@@ -72,7 +75,7 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
         pairs: args.pairs,
         camera: args.camera,
         ratio: args.ratio,
-        ransac: fundamental::Ransac { threshold: args.max_error, ..fundamental::Ransac::epipolar() },
+        ransac: fundamental::Ransac { threshold: args.max_error, seed: args.seed, ..fundamental::Ransac::epipolar() },
         min_inliers: args.min_inliers,
         batch: args.batch,
         decode: common.decode_limits(),
