@@ -322,20 +322,15 @@ pub fn oriented(f: &Mat3, from: &[[f64; 2]], to: &[[f64; 2]]) -> bool {
     let candidates = [cross(column(0), column(1)), cross(column(0), column(2)), cross(column(1), column(2))];
     let norm = |v: &[f64; 3]| v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
     let epipole = candidates.into_iter().fold([0.0; 3], |best, v| if norm(&v) > norm(&best) { v } else { best });
-    let mut sign = 0.0;
-    for (p, q) in from.iter().zip(to) {
-        let line = apply(f, [p[0], p[1], 1.0]);
-        let through = cross(epipole, [q[0], q[1], 1.0]);
-        let product = line[0] * through[0] + line[1] * through[1] + line[2] * through[2];
-        let s = if product > 0.0 { 1.0 } else if product < 0.0 { -1.0 } else { 0.0 };
-        if s * sign < 0.0 {
-            return false;
-        }
-        if sign == 0.0 {
-            sign = s;
-        }
-    }
-    true
+    // (e' x x') . (F x) = -x'^T [e']x F x: one matrix for all points, whose common sign cancels
+    let m = transpose(&[0, 1, 2].map(|j| cross(epipole, column(j))));
+    let products = from.iter().zip(to).map(|(p, q)| {
+        let line = apply(&m, [p[0], p[1], 1.0]);
+        q[0] * line[0] + q[1] * line[1] + line[2]
+    });
+    // no product of either sign (zeros constrain nothing)
+    let (positive, negative) = products.fold((false, false), |(p, n), v| (p | (v > 0.0), n | (v < 0.0)));
+    !(positive && negative)
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -371,13 +366,13 @@ fn denormalized(f: &Mat3, t1: &Mat3, t2: &Mat3) -> Mat3 {
 /// normalised coordinates, so their entries are of order 1 (the last is 1) and the pivot test is absolute.
 fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
     for k in 0..MINIMAL {
-        let mut pivot = k;
-        for r in k + 1..MINIMAL {
-            if a[r][k].abs() > a[pivot][k].abs() {
-                pivot = r;
+        let (mut pivot, mut largest) = (k, a[k][k].abs());
+        for (r, row) in a.iter().enumerate().skip(k + 1) {
+            if row[k].abs() > largest {
+                (pivot, largest) = (r, row[k].abs());
             }
         }
-        if !(a[pivot][k].abs() > 1e-10) {
+        if !(largest > 1e-10) {
             return None;
         }
         a.swap(k, pivot);
@@ -390,21 +385,19 @@ fn null_space_2(mut a: [[f64; 9]; MINIMAL]) -> Option<[[f64; 9]; 2]> {
             }
         }
     }
-    // the two free unknowns (the last two) set to (1, 0) and (0, 1), the others by back substitution
-    let solve = |free: [f64; 2]| -> [f64; 9] {
-        let mut x = [0.0; 9];
-        x[7] = free[0];
-        x[8] = free[1];
-        for k in (0..MINIMAL).rev() {
-            let mut sum = 0.0;
-            for c in k + 1..9 {
-                sum += a[k][c] * x[c];
-            }
-            x[k] = -sum / a[k][k];
+    // the two free unknowns (the last two) set to (1, 0) and (0, 1), the others by back substitution: both
+    // solutions in one pass, so that their two chains of dependent operations overlap
+    let (mut x, mut y) = ([0.0; 9], [0.0; 9]);
+    (x[7], y[8]) = (1.0, 1.0);
+    for k in (0..MINIMAL).rev() {
+        let (mut sx, mut sy) = (a[k][7], a[k][8]);
+        for c in k + 1..MINIMAL {
+            sx += a[k][c] * x[c];
+            sy += a[k][c] * y[c];
         }
-        x
-    };
-    Some([solve([1.0, 0.0]), solve([0.0, 1.0])])
+        (x[k], y[k]) = (-sx / a[k][k], -sy / a[k][k]);
+    }
+    Some([x, y])
 }
 
 /// The real roots of `a x^3 + b x^2 + c x + d` (a quadratic or linear one when the leading terms vanish).
@@ -440,8 +433,10 @@ fn real_cubic_roots(a: f64, b: f64, c: f64, d: f64) -> UpTo3<f64> {
         // three real roots (two equal when disc is 0): the trigonometric form
         let r = (-p / 3.0).sqrt();
         let phi = (3.0 * q / (2.0 * p * r)).clamp(-1.0, 1.0).acos() / 3.0;
-        let root = |k: f64| 2.0 * r * (phi - 2.0 * std::f64::consts::PI * k / 3.0).cos() + shift;
-        UpTo3::of(&[root(0.0), root(1.0), root(2.0)])
+        // cos(phi - 2 pi k / 3) for k = 0, 1, 2 from one sine and cosine
+        let (sin, cos) = phi.sin_cos();
+        let (half, turned) = (-0.5 * cos, 0.75f64.sqrt() * sin);
+        UpTo3::of(&[cos, half + turned, half - turned].map(|c| 2.0 * r * c + shift))
     }
 }
 
