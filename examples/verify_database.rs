@@ -6,10 +6,8 @@
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::time::Instant;
+use strek::colmap::database::image_ids;
 use strek::colmap::{verify_pair, Camera, Options};
-
-/// COLMAP's pair id of images `i < j`.
-const PAIR_BASE: i64 = 2_147_483_647;
 
 fn floats(blob: &[u8]) -> Vec<f32> {
     blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
@@ -31,18 +29,16 @@ fn main() {
         assert_eq!(cols, 6, "keypoints with an affine shape (6 columns), as strek writes them");
         keypoints.insert(id, floats(&data).chunks_exact(6).map(|c| std::array::from_fn(|k| c[k])).collect());
     }
-    // the pair list in strek's order (pair index = its RANSAC seed offset): by image ids
+    // the pair list in strek's order (pair index = its RANSAC seed offset): by image ids, which is pair id order
     let mut query = db.prepare("SELECT pair_id, data FROM matches WHERE rows > 0 ORDER BY pair_id").unwrap();
     let rows = query.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).unwrap();
-    let mut pairs: Vec<((i64, i64), Vec<(usize, usize)>)> = rows
+    let pairs: Vec<((i64, i64), Vec<(usize, usize)>)> = rows
         .map(|row| {
             let (pair, data) = row.unwrap();
-            let ids = ((pair - pair % PAIR_BASE) / PAIR_BASE, pair % PAIR_BASE);
             let m = data.chunks_exact(8).map(|b| (u32::from_le_bytes(b[..4].try_into().unwrap()) as usize, u32::from_le_bytes(b[4..].try_into().unwrap()) as usize));
-            (ids, m.collect())
+            (image_ids(pair), m.collect())
         })
         .collect();
-    pairs.sort_by_key(|(ids, _)| *ids);
     let options = Options { camera, ..Options::default() };
     let mut times = Vec::new();
     let mut inliers = 0;
