@@ -59,6 +59,30 @@ def statistics(database, best, models, seconds):
     return stats
 
 
+def residuals_by_scale(database, best):
+    """Reprojection residuals (projection minus keypoint, px) of the model's observations, grouped by the keypoint's
+    scale (the square root of its affine frame's determinant; strek's pyramid level): count, mean and rms per axis."""
+    import numpy as np
+
+    scales = {}
+    with sqlite3.connect(str(database)) as connection:
+        for image_id, rows, cols, data in connection.execute("SELECT image_id, rows, cols, data FROM keypoints"):
+            a = np.frombuffer(data, dtype=np.float32).reshape(rows, cols)
+            scales[image_id] = np.sqrt(np.abs(a[:, 2] * a[:, 5] - a[:, 3] * a[:, 4])) if cols == 6 else np.ones(rows)
+    groups = {}
+    for point in best.points3D.values():
+        for element in point.track.elements:
+            image = best.images[element.image_id]
+            pose = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
+            projected = np.asarray(best.cameras[image.camera_id].img_from_cam(pose * point.xyz)).ravel()[:2]
+            scale = round(float(scales[element.image_id][element.point2D_idx]), 2)
+            groups.setdefault(scale, []).append(projected - image.points2D[element.point2D_idx].xy)
+    for scale in sorted(groups):
+        r = np.array(groups[scale])
+        mean, rms = r.mean(0), np.sqrt((r**2).mean(0))
+        print(f"scale {scale}: {len(r)} observations, mean residual {mean[0]:.3f}, {mean[1]:.3f}, rms {rms[0]:.2f}, {rms[1]:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("database")
@@ -70,6 +94,7 @@ def main():
     parser.add_argument("--min-points", type=int, help="fail when it has fewer 3D points")
     parser.add_argument("--label", default="", help="name printed with the JSON line")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's log")
+    parser.add_argument("--by-scale", action="store_true", help="also print the residuals grouped by keypoint scale")
     args = parser.parse_args()
     if not args.verbose:
         pycolmap.logging.minloglevel = 1  # warnings and errors only
@@ -77,6 +102,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         best, models, seconds = map_database(args.database, args.images, args.out or tmp, args.min_matches)
         stats = statistics(args.database, best, models, seconds)
+        if args.by_scale and best:
+            residuals_by_scale(args.database, best)
     for key, value in stats.items():
         print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
     print(json.dumps({"label": args.label, **stats}))
