@@ -3,12 +3,15 @@
 // convolutions (zero "same" padding). Host code and references: src/ops/conv.rs, src/ops/orientation_pool.rs.
 //
 // Register tiling: each invocation accumulates PX = 4 neighbouring pixels of one row x 4*OCV output channels
-// (OCV 1 to 4), so one input value read from workgroup memory feeds 4*OCV FMAs and one filter vec4 (the same
-// address in every lane, a broadcast) feeds 4 of them. A workgroup covers 32 x 8 output pixels (a square 16 x 16 has less
-// halo but measured 1.3-1.7x slower on lavapipe, whose 8-lane SIMD rows then span two pixel rows). CHUNK input
-// channels are staged in workgroup memory at a time: their input tile plus halo, zero outside the map (so the inner
-// loops carry no bounds checks), and their filter taps. Shapes are override constants, so every loop has a constant
-// trip count and unrolls; the host picks OCV and CHUNK per layer and adapter (src/ops/conv.rs, `Tiling`).
+// (OCV 1 to 4), so one input value read from workgroup memory feeds 4*OCV FMAs and one filter vec4 feeds 4 of them.
+// A workgroup covers 32 x 8 output pixels (a square 16 x 16 has less halo but measured 1.3-1.7x slower on lavapipe,
+// whose 8-lane SIMD rows then span two pixel rows); it is declared one-dimensional (64) because subgroup builtins
+// need that, and invocation i takes row i / 8, column i % 8. CHUNK input channels are staged in workgroup memory at
+// a time: their input tile plus halo, zero outside the map (so the inner loops carry no bounds checks), in rows
+// padded to whole vec4s so that an invocation reads the PX + K - 1 <= 8 values of a tile row as two vec4s; and
+// their filter taps, which `tap_filters` (shaders/conv_filters_shared.wgsl or conv_filters_subgroup.wgsl, prepended
+// by the host) hands out. Shapes are override constants, so every loop has a constant trip count and unrolls; the
+// host picks OCV and CHUNK per layer and adapter (src/ops/conv.rs, `Tiling`).
 //
 // Storage precision: the host prepends `alias IN_T`, `OUT_T` and `W_T` (input map, output map, filters), each f32
 // or f16 (with `enable f16;`, where the adapter has SHADER_F16: src/ops/conv.rs). Arithmetic is f32 throughout:
@@ -25,12 +28,16 @@ override RELU: bool = false;
 override OCV: u32 = 1u;      // output vec4s per invocation: 1 to 4
 
 const PX: u32 = 4u;          // pixels per invocation along x
-const WG_X: u32 = 8u;        // the workgroup is WG_X x WG_Y invocations, covering 32 x 8 pixels
+const WG_X: u32 = 8u;        // the workgroup's WG_X x WG_Y invocations cover 32 x 8 pixels
 const WG_Y: u32 = 8u;
 const MAX_PARTS: u32 = 8u;
-// Input tile plus halo of one channel, and the filter taps of one input channel for the block's 4*OCV outputs.
-// CHUNK of each are staged together: CHUNK * (4 * TAPS + TILE) floats, within the 16,352 B of downlevel adapters.
-override TILE: u32 = (WG_X * PX + K - 1u) * (WG_Y + K - 1u);
+// Input tile plus halo of one channel (rows of TW, a multiple of 4), and the filter taps of one input channel for the
+// block's 4*OCV outputs. CHUNK of each are staged together: CHUNK * (4 * TAPS + TILE) floats, within the 16,352 B of
+// downlevel adapters.
+override TW: u32 = (WG_X * PX + K + 2u) / 4u * 4u;
+override TILE: u32 = TW * (WG_Y + K - 1u);
+override TILE_VECS: u32 = CHUNK * TILE / 4u;
+override TAP_VECS: u32 = CHUNK * TAPS;
 override TAPS: u32 = K * K * OCV;
 
 struct Part {
@@ -61,8 +68,8 @@ struct ConvParams {
 @group(0) @binding(5) var<storage, read_write> score: array<f32>;
 @group(0) @binding(6) var<storage, read_write> orientation: array<f32>;
 
-var<workgroup> tile: array<f32, CHUNK * TILE>;
-var<workgroup> taps: array<vec4<f32>, CHUNK * TAPS>;
+var<workgroup> tile: array<vec4<f32>, TILE_VECS>;
+var<workgroup> taps: array<vec4<f32>, TAP_VECS>;
 
 // Where a workgroup's output tile lies: its part and the tile's top-left output pixel.
 struct Place {
@@ -106,8 +113,9 @@ struct Acc {
     d3: vec4<f32>,
 }
 
-// The bias of output vec4s `2 * block` (and `2 * block + 1`), then the convolution summed in.
-fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
+// The bias of the block's output vec4s `block * OCV ..`, then the convolution summed in. `lane`: the invocation's
+// index in its subgroup (conv_filters_*.wgsl).
+fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32, lane: u32) -> Acc {
     let bias_base = (p.c_out / 4u) * C_IN * K * K;
     let ba = vec4<f32>(weights[bias_base + block * OCV]);
     var bb = vec4<f32>(0.0);
@@ -124,7 +132,7 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
     }
     var acc = Acc(ba, ba, ba, ba, bb, bb, bb, bb, bc, bc, bc, bc, bd, bd, bd, bd);
     let q = at.part;
-    let tw = WG_X * PX + K - 1u;
+    let tw = TW;
     let th = WG_Y + K - 1u;
     let plane = q.in_w * q.in_h;
     // a 1x1 convolution without padding reads each input value in one invocation only (the one that owns its
@@ -145,7 +153,7 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
             if (iy >= 0 && iy < i32(q.in_h) && ix >= 0 && ix < i32(q.in_w)) {
                 v = f32(input[q.in_offset + (c0 + c) * plane + u32(iy) * q.in_w + u32(ix)]);
             }
-            tile[i] = v;
+            tile[i / 4u][i % 4u] = v;
         }
         // the filters of these channels are contiguous in the packing
         let first = (block * C_IN + c0) * TAPS;
@@ -156,6 +164,12 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
         for (var c = 0u; c < CHUNK; c++) {
             for (var ky = 0u; ky < K; ky++) {
                 let row = (c * th + lid.y + ky) * tw + lid.x * PX;
+                var r: array<f32, 8>;
+                if (!direct) {
+                    let t0 = tile[row / 4u];
+                    let t1 = tile[row / 4u + 1u];
+                    r = array(t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w);
+                }
                 for (var kx = 0u; kx < K; kx++) {
                     let wbase = ((c * K + ky) * K + kx) * OCV;
                     var v0: vec4<f32>;
@@ -169,32 +183,33 @@ fn convolve(at: Place, block: u32, lid: vec3<u32>, li: u32) -> Acc {
                         v2 = vec4<f32>(f32(input[base + own[2]]));
                         v3 = vec4<f32>(f32(input[base + own[3]]));
                     } else {
-                        v0 = vec4<f32>(tile[row + kx]);
-                        v1 = vec4<f32>(tile[row + kx + 1u]);
-                        v2 = vec4<f32>(tile[row + kx + 2u]);
-                        v3 = vec4<f32>(tile[row + kx + 3u]);
+                        v0 = vec4<f32>(r[kx]);
+                        v1 = vec4<f32>(r[kx + 1u]);
+                        v2 = vec4<f32>(r[kx + 2u]);
+                        v3 = vec4<f32>(r[kx + 3u]);
                     }
-                    let wa = taps[wbase];
+                    let f = tap_filters(wbase, lane);
+                    let wa = f[0];
                     acc.a0 = fma(wa, v0, acc.a0);
                     acc.a1 = fma(wa, v1, acc.a1);
                     acc.a2 = fma(wa, v2, acc.a2);
                     acc.a3 = fma(wa, v3, acc.a3);
                     if (OCV >= 2u) {
-                        let wb = taps[wbase + 1u];
+                        let wb = f[1];
                         acc.b0 = fma(wb, v0, acc.b0);
                         acc.b1 = fma(wb, v1, acc.b1);
                         acc.b2 = fma(wb, v2, acc.b2);
                         acc.b3 = fma(wb, v3, acc.b3);
                     }
                     if (OCV >= 3u) {
-                        let wc = taps[wbase + 2u];
+                        let wc = f[2];
                         acc.c0 = fma(wc, v0, acc.c0);
                         acc.c1 = fma(wc, v1, acc.c1);
                         acc.c2 = fma(wc, v2, acc.c2);
                         acc.c3 = fma(wc, v3, acc.c3);
                     }
                     if (OCV == 4u) {
-                        let wd = taps[wbase + 3u];
+                        let wd = f[3];
                         acc.d0 = fma(wd, v0, acc.d0);
                         acc.d1 = fma(wd, v1, acc.d1);
                         acc.d2 = fma(wd, v2, acc.d2);
@@ -217,18 +232,17 @@ fn pixel(acc: Acc, px: u32) -> array<vec4<f32>, 4> {
     }
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn conv2d(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
+@compute @workgroup_size(64, 1, 1)
+fn conv2d(inv: Invocation) {
+    let wid = inv.wid;
+    let li = inv.li;
     if (wid.x + wid.y * 65535u >= p.groups) {
         return; // the whole workgroup: barriers stay uniform
     }
+    let lid = vec3<u32>(li % WG_X, li / WG_X, 0u);
     let at = place(wid);
     let block = wid.z;
-    let acc = convolve(at, block, lid, li);
+    let acc = convolve(at, block, lid, li, subgroup_lane(inv));
     let q = at.part;
     let y = at.y0 + lid.y;
     for (var px = 0u; px < PX; px++) {
@@ -260,17 +274,16 @@ const TAU: f32 = 6.28318530717958647692;
 // The detector's last layer (valid, no ReLU, N = 4 * OCV <= 16 group channels, all in one invocation's registers) and
 // orientation pooling: the score logit is the max over the N channels, the orientation the argmax bin refined by a
 // parabola through its cyclic neighbours (docs/model.md). Nothing of the N-channel map is written.
-@compute @workgroup_size(8, 8, 1)
-fn conv_orientation_pool(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
+@compute @workgroup_size(64, 1, 1)
+fn conv_orientation_pool(inv: Invocation) {
+    let wid = inv.wid;
+    let li = inv.li;
     if (wid.x + wid.y * 65535u >= p.groups) {
         return;
     }
+    let lid = vec3<u32>(li % WG_X, li / WG_X, 0u);
     let at = place(wid);
-    let acc = convolve(at, 0u, lid, li);
+    let acc = convolve(at, 0u, lid, li, subgroup_lane(inv));
     let q = at.part;
     let y = at.y0 + lid.y;
     let n = 4u * OCV;

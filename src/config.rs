@@ -209,15 +209,18 @@ impl ModelConfig {
             return fail("input.std must be positive".into());
         }
         let d = &self.detector;
-        if d.kernel % 2 == 0 || d.kernel == 0 {
-            return fail(format!("detector.kernel {} must be odd", d.kernel));
+        let max_kernel = crate::ops::conv::MAX_KERNEL;
+        if d.kernel % 2 == 0 || d.kernel > max_kernel {
+            return fail(format!("detector.kernel {} must be odd and at most {max_kernel}", d.kernel));
         }
         if d.fields.is_empty() || d.fields.iter().any(|&f| f == 0) || *d.fields.last().unwrap() != 1 {
             return fail("detector.fields must be non-empty, positive, and end with 1 field".into());
         }
         let e = &self.descriptor;
-        if e.kernel % 2 == 0 || e.encoder.is_empty() || e.decoder.len() >= e.encoder.len() {
-            return fail("descriptor needs an odd kernel, at least one encoder level and fewer decoder than encoder levels".into());
+        if e.kernel % 2 == 0 || e.kernel > max_kernel || e.encoder.is_empty() || e.decoder.len() >= e.encoder.len() {
+            return fail(format!(
+                "descriptor needs an odd kernel of at most {max_kernel}, at least one encoder level and fewer decoder than encoder levels"
+            ));
         }
         match (e.kind, e.head) {
             (DescriptorKind::Unet, None) => {

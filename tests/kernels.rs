@@ -74,7 +74,6 @@ fn random_conv(rng: &mut Rng, c_out: usize, c_in: usize, k: usize) -> ConvWeight
 
 #[test]
 fn conv2d_matches_reference() {
-    let gpu = gpu();
     let mut rng = Rng::new(3);
     // (w, h, c_in, c_out, k, pad, relu)
     let cases = [
@@ -91,18 +90,20 @@ fn conv2d_matches_reference() {
         let x = random_map(&mut rng, c_in, h, w);
         let conv = random_conv(&mut rng, c_out, c_in, k);
         let (ow, oh) = (out_len(w, k, pad), out_len(h, k, pad));
-        let layer = GpuConv::upload(gpu, &conv);
-        let out = gpu.storage("conv out", 4 * (c_out * ow * oh) as u64);
-        gpu.run(&[layer.dispatch(gpu, &upload(&x), &out, (w as u32, h as u32), pad as u32, relu)]).unwrap();
         let want = conv2d_reference(&x, &conv, pad, relu);
         let tol = 1e-5 * max_abs(&want.data).max(1.0);
-        assert_close(&format!("conv {w}x{h} {c_in}->{c_out} k{k} pad{pad}"), &download(&out, c_out, oh, ow).data, &want.data, tol);
+        for (variant, gpu) in conv_variants() {
+            let layer = GpuConv::upload(&gpu, &conv);
+            let out = gpu.storage("conv out", 4 * (c_out * ow * oh) as u64);
+            gpu.run(&[layer.dispatch(&gpu, &upload(&x), &out, (w as u32, h as u32), pad as u32, relu)]).unwrap();
+            let got = download(&out, c_out, oh, ow);
+            assert_close(&format!("conv {w}x{h} {c_in}->{c_out} k{k} pad{pad} ({variant})"), &got.data, &want.data, tol);
+        }
     }
 }
 
 #[test]
 fn fused_last_layer_with_orientation_pooling_matches_reference() {
-    let gpu = gpu();
     let mut rng = Rng::new(4);
     for n in [4, 8, 16] {
         let mut config = ModelConfig::default_s_trek();
@@ -111,27 +112,33 @@ fn fused_last_layer_with_orientation_pooling_matches_reference() {
         for &(w, h) in &[(5, 5), (11, 17), (64, 61)] {
             let x = random_map(&mut rng, last.spec.c_in, h, w);
             let (ow, oh) = (w - 4, h - 4);
-            let layer = GpuConv::upload_for_pooling(gpu, &last, Precision::F32);
-            let offset = 3; // the maps are written at an offset in the pooled buffers
-            let score = gpu.storage("score", 4 * (offset + ow * oh) as u64);
-            let orientation = gpu.storage("orientation", 4 * (offset + ow * oh) as u64);
-            let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: offset as u32 };
-            let d = conv_orientation_pool(gpu, &layer, &upload(&x), &[part], &score, &orientation);
-            gpu.run(&[d]).unwrap();
             let logits = conv2d_reference(&x, &last, 0, false);
             let (want_score, want_orientation) = orientation_pool_reference(&logits);
-            let got_score = &gpu.read_f32(&score, offset + ow * oh).unwrap()[offset..];
-            let got_orientation = &gpu.read_f32(&orientation, offset + ow * oh).unwrap()[offset..];
-            let tol = 1e-5 * max_abs(&want_score.data).max(1.0);
-            assert_close(&format!("score C{n} {w}x{h}"), got_score, &want_score.data, tol);
-            // the parabola divides by a curvature that can be small: compare where the argmax is clear
-            let plane = ow * oh;
-            for p in 0..plane {
-                let mut v: Vec<f32> = (0..n).map(|r| logits.data[r * plane + p]).collect();
-                v.sort_by(|a, b| b.total_cmp(a));
-                if v[0] - v[1] > 1e-3 * v[0].abs().max(1.0) {
-                    let d = angle_diff(got_orientation[p], want_orientation.data[p]);
-                    assert!(d < 1e-3, "orientation C{n} {w}x{h} at {p}: gpu {} reference {}", got_orientation[p], want_orientation.data[p]);
+            for (variant, gpu) in conv_variants() {
+                let layer = GpuConv::upload_for_pooling(&gpu, &last, Precision::F32);
+                let offset = 3; // the maps are written at an offset in the pooled buffers
+                let score = gpu.storage("score", 4 * (offset + ow * oh) as u64);
+                let orientation = gpu.storage("orientation", 4 * (offset + ow * oh) as u64);
+                let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: offset as u32 };
+                gpu.run(&[conv_orientation_pool(&gpu, &layer, &upload(&x), &[part], &score, &orientation)]).unwrap();
+                let got_score = &gpu.read_f32(&score, offset + ow * oh).unwrap()[offset..];
+                let got_orientation = &gpu.read_f32(&orientation, offset + ow * oh).unwrap()[offset..];
+                let tol = 1e-5 * max_abs(&want_score.data).max(1.0);
+                assert_close(&format!("score C{n} {w}x{h} ({variant})"), got_score, &want_score.data, tol);
+                // the parabola divides by a curvature that can be small: compare where the argmax is clear
+                let plane = ow * oh;
+                for p in 0..plane {
+                    let mut v: Vec<f32> = (0..n).map(|r| logits.data[r * plane + p]).collect();
+                    v.sort_by(|a, b| b.total_cmp(a));
+                    if v[0] - v[1] > 1e-3 * v[0].abs().max(1.0) {
+                        let d = angle_diff(got_orientation[p], want_orientation.data[p]);
+                        assert!(
+                            d < 1e-3,
+                            "orientation C{n} {w}x{h} at {p} ({variant}): gpu {} reference {}",
+                            got_orientation[p],
+                            want_orientation.data[p]
+                        );
+                    }
                 }
             }
         }
@@ -314,7 +321,6 @@ fn f16_convolutions_match_reference_on_rounded_inputs() {
     if !has_f16() {
         return;
     }
-    let gpu = gpu();
     let mut rng = Rng::new(31);
     for (w, h, c_in, c_out, k, pad, relu) in [(1, 1, 1, 8, 3, 1, true), (7, 13, 16, 16, 5, 0, true), (33, 17, 24, 12, 3, 1, false), (70, 41, 1, 16, 5, 0, true)] {
         let x = to_f16(&random_map(&mut rng, c_in, h, w));
@@ -322,13 +328,16 @@ fn f16_convolutions_match_reference_on_rounded_inputs() {
         conv.weight.iter_mut().chain(conv.bias.iter_mut()).for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         let want = conv2d_reference(&x, &conv, pad, relu);
         let (ow, oh) = (out_len(w, k, pad), out_len(h, k, pad));
-        let layer = GpuConv::upload_in(gpu, &conv, Precision::F16);
         let tol = 1e-3 * max_abs(&want.data).max(1.0);
-        for (input, stored) in [(upload(&x), Precision::F32), (upload_f16(&x), Precision::F16)] {
-            let out = gpu.storage("conv out", 2 * (c_out * ow * oh) as u64);
-            let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: 0 };
-            gpu.run(&[layer.dispatch_parts(gpu, (&input, stored), &out, &[part], pad as u32, relu)]).unwrap();
-            assert_close(&format!("f16 conv {w}x{h} {c_in}->{c_out} k{k}, {stored:?} input"), &download_f16(&out, c_out, oh, ow).data, &want.data, tol);
+        for (variant, gpu) in conv_variants() {
+            let layer = GpuConv::upload_in(&gpu, &conv, Precision::F16);
+            for (input, stored) in [(upload(&x), Precision::F32), (upload_f16(&x), Precision::F16)] {
+                let out = gpu.storage("conv out", 2 * (c_out * ow * oh) as u64);
+                let part = Part { in_size: (w as u32, h as u32), in_offset: 0, out_offset: 0 };
+                gpu.run(&[layer.dispatch_parts(&gpu, (&input, stored), &out, &[part], pad as u32, relu)]).unwrap();
+                let got = download_f16(&out, c_out, oh, ow);
+                assert_close(&format!("f16 conv {w}x{h} {c_in}->{c_out} k{k}, {stored:?} input ({variant})"), &got.data, &want.data, tol);
+            }
         }
     }
 }

@@ -9,8 +9,10 @@ use strek::ops::ALL_SHADERS;
 /// The module with its override constants set (the others at their defaults), as a pipeline would compile it.
 fn parse_with(name: &str, source: &str, constants: &[(&str, f64)]) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-    // the f16 variants are created only on adapters with SHADER_F16
-    let capabilities = if is_f16(source) { Capabilities::SHADER_FLOAT16 } else { Capabilities::empty() };
+    // the f16 and subgroup variants are created only on adapters with SHADER_F16 or SUBGROUP
+    let mut capabilities = Capabilities::empty();
+    capabilities.set(Capabilities::SHADER_FLOAT16, is_f16(source));
+    capabilities.set(Capabilities::SUBGROUP, uses_subgroups(source));
     let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
@@ -22,6 +24,10 @@ fn parse_with(name: &str, source: &str, constants: &[(&str, f64)]) -> (naga::Mod
 
 fn is_f16(source: &str) -> bool {
     source.starts_with("enable f16;")
+}
+
+fn uses_subgroups(source: &str) -> bool {
+    source.contains("@builtin(subgroup_invocation_id)")
 }
 
 fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -63,8 +69,9 @@ fn every_shader_validates_and_translates_to_all_backends() {
         hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl::PipelineOptions::default())
             .write(&module, &info, None)
             .unwrap_or_else(|e| panic!("{} to HLSL: {e}", shader.name));
-        // GL adapters have no SHADER_F16, so the f16 variants never reach GLSL (naga has no 16-bit floats there)
-        let gl_entries = if is_f16(shader.source) { &[][..] } else { &module.entry_points[..] };
+        // GL adapters have neither SHADER_F16 nor SUBGROUP in wgpu, so those variants never reach GLSL (naga has no
+        // 16-bit floats there)
+        let gl_entries = if is_f16(shader.source) || uses_subgroups(shader.source) { &[][..] } else { &module.entry_points[..] };
         for entry in gl_entries {
             let mut glsl_out = String::new();
             let options = glsl::Options { version: glsl::Version::new_gles(310), ..Default::default() };

@@ -8,18 +8,43 @@ use super::Precision;
 use crate::config::ConvSpec;
 use crate::weights::ConvWeights;
 
-/// conv.wgsl with the storage types of its input, output and filters prepended.
+/// conv.wgsl with the storage types of its input, output and filters and its way of reading filters
+/// (shaders/conv_filters_*.wgsl) prepended.
 macro_rules! conv_variant {
-    ($name:literal, $types:literal) => {
-        Shader { name: $name, source: concat!($types, include_str!("../../shaders/conv.wgsl")) }
+    ($name:literal, $types:literal, $filters:literal) => {
+        Shader {
+            name: $name,
+            source: concat!($types, include_str!(concat!("../../shaders/", $filters)), include_str!("../../shaders/conv.wgsl")),
+        }
     };
 }
 
-pub const SHADER: Shader = conv_variant!("conv", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n");
+pub const SHADER: Shader = conv_variant!("conv", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n", "conv_filters_shared.wgsl");
 /// f16 filters and output, f32 input (the first layer reads the f32 gray image).
-pub const SHADER_F32_TO_F16: Shader =
-    conv_variant!("conv f32 to f16", "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n");
-pub const SHADER_F16: Shader = conv_variant!("conv f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n");
+pub const SHADER_F32_TO_F16: Shader = conv_variant!(
+    "conv f32 to f16",
+    "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n",
+    "conv_filters_shared.wgsl"
+);
+pub const SHADER_F16: Shader =
+    conv_variant!("conv f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n", "conv_filters_shared.wgsl");
+/// The same three on adapters with subgroup operations (`Features::SUBGROUP`).
+pub const SHADER_SUBGROUP: Shader =
+    conv_variant!("conv subgroup", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n", "conv_filters_subgroup.wgsl");
+pub const SHADER_F32_TO_F16_SUBGROUP: Shader = conv_variant!(
+    "conv f32 to f16 subgroup",
+    "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n",
+    "conv_filters_subgroup.wgsl"
+);
+pub const SHADER_F16_SUBGROUP: Shader = conv_variant!(
+    "conv f16 subgroup",
+    "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n",
+    "conv_filters_subgroup.wgsl"
+);
+
+/// Kernel sizes the GPU convolution takes: an invocation reads the PX + K - 1 <= 8 input values of a tile row into
+/// two vec4s (conv.wgsl).
+pub const MAX_KERNEL: usize = 5;
 
 /// Output size of a convolution: `n + 2*pad - k + 1`, or 0 when the input is too small.
 pub fn out_len(n: usize, k: usize, pad: usize) -> usize {
@@ -89,7 +114,7 @@ impl Tiling {
     /// its input tile with halo and its filter taps (`k * k * ocv` vec4s).
     fn new(c_in: usize, k: usize, ocv: u32, budget: u32) -> Self {
         let k = k as u32;
-        let per_channel = (WG_X * PX + k - 1) * (WG_Y + k - 1) + 4 * k * k * ocv;
+        let per_channel = (WG_X * PX + k + 2) / 4 * 4 * (WG_Y + k - 1) + 4 * k * k * ocv;
         let chunk = (1..=c_in as u32).rev().find(|&c| c_in as u32 % c == 0 && c * per_channel <= budget).unwrap_or(1);
         Tiling { ocv, chunk }
     }
@@ -222,13 +247,21 @@ impl GpuConv {
         GpuConv { spec: conv.spec.clone(), tiling, precision, filters: gpu.storage_with(&conv.spec.name, &bytes) }
     }
 
-    /// The variant of conv.wgsl reading an `input` map: its filters and output are in the layer's precision.
-    fn shader(&self, input: Precision) -> Shader {
-        match (input, self.precision) {
-            (Precision::F32, Precision::F32) => SHADER,
-            (Precision::F32, Precision::F16) => SHADER_F32_TO_F16,
-            (Precision::F16, Precision::F16) => SHADER_F16,
-            (Precision::F16, Precision::F32) => panic!("an f32 layer reads f32 maps"),
+    /// The variant of conv.wgsl reading an `input` map: its filters and output are in the layer's precision. On a
+    /// CPU adapter with subgroup operations (lavapipe) the filters are broadcast across each subgroup, which makes
+    /// fewer of its costly per-lane loads; a hardware GPU reads a uniform address of workgroup memory as one
+    /// broadcast load per vec4, where the subgroup variant would spend 4 shuffles per vec4 instead
+    /// (docs/kernel-notes.md, version 3).
+    fn shader(&self, gpu: &Gpu, input: Precision) -> Shader {
+        let subgroups = gpu.adapter.is_software && gpu.features.contains(wgpu::Features::SUBGROUP);
+        match (input, self.precision, subgroups) {
+            (Precision::F32, Precision::F32, false) => SHADER,
+            (Precision::F32, Precision::F16, false) => SHADER_F32_TO_F16,
+            (Precision::F16, Precision::F16, false) => SHADER_F16,
+            (Precision::F32, Precision::F32, true) => SHADER_SUBGROUP,
+            (Precision::F32, Precision::F16, true) => SHADER_F32_TO_F16_SUBGROUP,
+            (Precision::F16, Precision::F16, true) => SHADER_F16_SUBGROUP,
+            (Precision::F16, Precision::F32, _) => panic!("an f32 layer reads f32 maps"),
         }
     }
 
@@ -250,7 +283,7 @@ impl GpuConv {
         let (params, workgroups) = self.params(parts, pad);
         let p = gpu.uniform("conv params", &params);
         let constants = self.constants(pad, relu);
-        gpu.dispatch_specialized(self.shader(stored), "conv2d", &constants, &[(0, &p), (1, input), (2, &self.filters), (4, output)], workgroups)
+        gpu.dispatch_specialized(self.shader(gpu, stored), "conv2d", &constants, &[(0, &p), (1, input), (2, &self.filters), (4, output)], workgroups)
     }
 
     /// The fused last layer and orientation pooling (`orientation_pool`): valid padding, no ReLU; the input in the
@@ -261,7 +294,7 @@ impl GpuConv {
         let p = gpu.uniform("pool params", &params);
         let constants = self.constants(0, false);
         let bindings = [(0, &p), (1, input), (2, &self.filters), (5, score), (6, orientation)];
-        gpu.dispatch_specialized(self.shader(self.precision), "conv_orientation_pool", &constants, &bindings, workgroups)
+        gpu.dispatch_specialized(self.shader(gpu, self.precision), "conv_orientation_pool", &constants, &bindings, workgroups)
     }
 
     fn constants(&self, pad: u32, relu: bool) -> Vec<(&'static str, f64)> {

@@ -16,6 +16,24 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// The test device once for each way the convolutions read their filters (src/ops/conv.rs): from workgroup memory
+/// (hardware GPUs, adapters without subgroup operations) and, where the adapter has subgroup operations, broadcast
+/// across subgroups (the variant CPU adapters get). Both must match the reference.
+pub fn conv_variants() -> Vec<(&'static str, Gpu)> {
+    let gpu = gpu();
+    let mut shared = gpu.clone();
+    shared.features.remove(wgpu::Features::SUBGROUP);
+    let mut variants = vec![("filters from workgroup memory", shared)];
+    if gpu.features.contains(wgpu::Features::SUBGROUP) {
+        let mut broadcast = gpu.clone();
+        broadcast.adapter.is_software = true;
+        variants.push(("filters broadcast across subgroups", broadcast));
+    } else {
+        eprintln!("{} has no subgroup operations: the subgroup variant of the convolutions is not tested", gpu.adapter);
+    }
+    variants
+}
+
 pub fn random_map(rng: &mut Rng, c: usize, h: usize, w: usize) -> Map {
     Map::new(c, h, w, rng.vec(c * h * w, -1.0, 1.0))
 }
