@@ -72,6 +72,10 @@ pub struct InferenceConfig {
 /// Pyramid levels a config may ask for (the GPU gather keeps their table in a uniform array of this size).
 pub const MAX_LEVELS: usize = 8;
 
+/// The largest kernel a config may ask for: a GPU convolution reads the PX + K - 1 <= 8 input values of a tile row as
+/// two vec4s (shaders/conv.wgsl).
+pub const MAX_KERNEL: usize = 5;
+
 /// One convolution of the model: its tensor name prefix and shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvSpec {
@@ -209,7 +213,7 @@ impl ModelConfig {
             return fail("input.std must be positive".into());
         }
         let d = &self.detector;
-        let max_kernel = crate::ops::conv::MAX_KERNEL;
+        let max_kernel = MAX_KERNEL;
         if d.kernel % 2 == 0 || d.kernel > max_kernel {
             return fail(format!("detector.kernel {} must be odd and at most {max_kernel}", d.kernel));
         }

@@ -42,10 +42,6 @@ pub const SHADER_F16_SUBGROUP: Shader = conv_variant!(
     "conv_filters_subgroup.wgsl"
 );
 
-/// Kernel sizes the GPU convolution takes: an invocation reads the PX + K - 1 <= 8 input values of a tile row into
-/// two vec4s (conv.wgsl).
-pub const MAX_KERNEL: usize = 5;
-
 /// Output size of a convolution: `n + 2*pad - k + 1`, or 0 when the input is too small.
 pub fn out_len(n: usize, k: usize, pad: usize) -> usize {
     (n + 2 * pad + 1).saturating_sub(k)

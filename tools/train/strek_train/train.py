@@ -35,7 +35,8 @@ from .sampler import SamplerConfig, sample_keypoints
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = {
     "detector": ["step", "elapsed_s", "sec_per_step", "loss", "reward", "baseline", "points", "visible", "repeated",
-                 "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires"],
+                 "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires", "val_rep1", "val_rep1_real",
+                 "val_rep1_hires"],
     "descriptor": ["step", "elapsed_s", "sec_per_step", "loss", "pos_dist", "neg_dist", "active", "keypoints",
                    "val_mma3", "val_matches", "val_mma3_real", "val_mma3_hires"],
 }
@@ -424,19 +425,27 @@ class DetectorTrainer(Trainer):
         return out
 
     def validate(self) -> dict:
-        return self.validate_sets(self.detector_val_metrics, "val_rep3", "val_points")
+        """rep@3 and rep@1 (the share repeated within 1 px: how well keypoints are localised) on every held-out set,
+        the keypoint count on the main set."""
+        out = {}
+        for suffix, pairs in self.val_sets.items():
+            rep3, rep1, points = self.detector_val_metrics(pairs)
+            out.update({f"val_rep3{suffix}": rep3, f"val_rep1{suffix}": rep1})
+            if not suffix:
+                out["val_points"] = points
+        return out
 
-    def detector_val_metrics(self, pairs) -> tuple[float, float]:
+    def detector_val_metrics(self, pairs) -> tuple[float, float, float]:
         v1, v2, h12 = pairs
         hm1, hm2 = self.heatmaps(v1), self.heatmaps(v2)
-        reps, points = [], []
+        reps3, reps1, points = [], [], []
         for i in range(len(v1)):
             xy1, _ = nms_topk(hm1[i], self.args.val_keypoints, self.cfg["inference"]["nms_radius"])
             xy2, _ = nms_topk(hm2[i], self.args.val_keypoints, self.cfg["inference"]["nms_radius"])
-            rep, _ = repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 3.0)
-            reps.append(rep)
+            reps3.append(repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 3.0)[0])
+            reps1.append(repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 1.0)[0])
             points.append((len(xy1) + len(xy2)) / 2)
-        return float(np.mean(reps)), float(np.mean(points))
+        return float(np.mean(reps3)), float(np.mean(reps1)), float(np.mean(points))
 
 
 class DescriptorTrainer(Trainer):
