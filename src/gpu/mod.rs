@@ -369,7 +369,15 @@ impl Gpu {
             buffer.map_async(wgpu::MapMode::Read, range(*len), move |r| status.lock().unwrap()[i] = Some(r));
         }
         let waited = self.wait(None);
-        let status = std::mem::take(&mut *status.lock().unwrap());
+        // the callbacks run in whichever thread polls the device: when threads share it, another one's poll may run
+        // ours a little after our wait returned, so wait for them all (the vector stays in place for them)
+        let settled = || status.lock().unwrap().iter().all(Option::is_some);
+        let start = std::time::Instant::now();
+        while waited.is_ok() && !settled() && start.elapsed() < std::time::Duration::from_secs(60) {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            std::thread::yield_now();
+        }
+        let status = status.lock().unwrap().clone();
         // mapped, or still pending (unmapping cancels it); a buffer whose mapping failed is not touched
         let mapped: Vec<bool> = status.iter().map(|r| !matches!(r, Some(Err(_)))).collect();
         let unmap_all = || buffers.iter().zip(&mapped).filter(|(_, m)| **m).for_each(|((b, _), _)| b.unmap());
