@@ -11,6 +11,10 @@ class RewardConfig:
     match_distance: float = 3.0  # px, in the other image's heatmap
     reward: float = 1.0  # a repeated keypoint
     penalty: float = -0.5  # a visible keypoint that was not repeated
+    # localisation: a repeated keypoint within `precise_distance` earns `precise_bonus` on top (0: off), so that
+    # precise repeats are preferred without withdrawing the reward for the merely repeated ones
+    precise_distance: float = 1.5
+    precise_bonus: float = 0.0
     baseline_momentum: float = 0.9  # exponential moving average of the mean reward
 
     def to_dict(self) -> dict:
@@ -48,8 +52,12 @@ def repeatability_rewards(xy1, valid1, xy2, valid2, h12, margin: int, size, cfg:
     h21 = torch.linalg.inv(h12)
     vis1, rep1 = repeated(xy1, valid1, xy2, valid2, h12, margin, size, cfg.match_distance)
     vis2, rep2 = repeated(xy2, valid2, xy1, valid1, h21, margin, size, cfg.match_distance)
-    r = lambda vis, rep: torch.where(rep, cfg.reward, cfg.penalty) * vis
-    return (r(vis1, rep1), vis1), (r(vis2, rep2), vis2)
+    r1 = torch.where(rep1, cfg.reward, cfg.penalty) * vis1
+    r2 = torch.where(rep2, cfg.reward, cfg.penalty) * vis2
+    if cfg.precise_bonus:
+        r1 = r1 + cfg.precise_bonus * repeated(xy1, valid1, xy2, valid2, h12, margin, size, cfg.precise_distance)[1]
+        r2 = r2 + cfg.precise_bonus * repeated(xy2, valid2, xy1, valid1, h21, margin, size, cfg.precise_distance)[1]
+    return (r1, vis1), (r2, vis2)
 
 
 def reinforce_loss(log_probs: list[torch.Tensor], rewards: list[torch.Tensor], masks: list[torch.Tensor],

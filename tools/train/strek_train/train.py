@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logit-bound", type=float, default=4.0, help="sampler: soft bound of logits/T in nats (0: off)")
     p.add_argument("--match-distance", type=float, default=3.0, help="reward: repeated within this distance (px)")
     p.add_argument("--penalty", type=float, default=-0.5, help="reward of a visible keypoint not repeated")
+    p.add_argument("--precise-distance", type=float, default=1.5,
+                   help="reward: a keypoint repeated within this distance (px) earns --precise-bonus on top")
+    p.add_argument("--precise-bonus", type=float, default=0.0, help="reward bonus of a precise repeat (0: off)")
     p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
     p.add_argument("--desc-keypoints", type=int, default=64, help="descriptor stage: keypoints per view")
     p.add_argument("--descriptor-kind", choices=DESCRIPTOR_KINDS, default="unet",
@@ -207,7 +210,8 @@ def init_checkpoint(args) -> dict | None:
 def train_configs(args) -> tuple[SamplerConfig, RewardConfig, PairConfig]:
     """The sampler, reward and pair settings of the command line (both stages record them in the checkpoint)."""
     return (SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget, args.logit_bound),
-            RewardConfig(match_distance=args.match_distance, penalty=args.penalty),
+            RewardConfig(match_distance=args.match_distance, penalty=args.penalty,
+                         precise_distance=args.precise_distance, precise_bonus=args.precise_bonus),
             PairConfig(size=args.size, view_scale=tuple(args.view_scale), augment=args.augment,
                        hires_fraction=args.hires))
 

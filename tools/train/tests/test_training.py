@@ -62,6 +62,19 @@ def test_reward_of_a_perfect_detector():
     assert r2.tolist() == [[1.0, 1.0, -0.5]]
 
 
+def test_precise_repeats_earn_the_bonus():
+    # Image 2 is image 1 shifted by (3, -2); its first point lands exactly, its second 2 px off (repeated at 3 px but
+    # not at 1.5 px), its third 5 px off (not repeated).
+    h12 = torch.tensor([[[1.0, 0, 3], [0, 1, -2], [0, 0, 1]]], dtype=torch.float64)
+    xy1 = torch.tensor([[[10, 10], [20, 5], [5, 20]]])
+    xy2 = torch.tensor([[[13, 8], [25, 3], [8, 23]]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    cfg = RewardConfig(precise_distance=1.5, precise_bonus=0.5)
+    (r1, _), (r2, _) = repeatability_rewards(xy1, valid, xy2, valid, h12, 14, (32, 32), cfg)
+    assert r1.tolist() == [[1.5, 1.0, -0.5]]
+    assert r2.tolist() == [[1.5, 1.0, -0.5]]
+
+
 def test_detector_steps_reduce_the_policy_loss():
     """On a fixed tiny batch with fixed draws and rewards, a few Adam steps on the REINFORCE loss raise the
     log-probability of rewarded draws and lower that of penalised ones."""
