@@ -213,17 +213,16 @@ impl ModelConfig {
             return fail("input.std must be positive".into());
         }
         let d = &self.detector;
-        let max_kernel = MAX_KERNEL;
-        if d.kernel % 2 == 0 || d.kernel > max_kernel {
-            return fail(format!("detector.kernel {} must be odd and at most {max_kernel}", d.kernel));
+        if d.kernel % 2 == 0 || d.kernel > MAX_KERNEL {
+            return fail(format!("detector.kernel {} must be odd and at most {MAX_KERNEL}", d.kernel));
         }
         if d.fields.is_empty() || d.fields.iter().any(|&f| f == 0) || *d.fields.last().unwrap() != 1 {
             return fail("detector.fields must be non-empty, positive, and end with 1 field".into());
         }
         let e = &self.descriptor;
-        if e.kernel % 2 == 0 || e.kernel > max_kernel || e.encoder.is_empty() || e.decoder.len() >= e.encoder.len() {
+        if e.kernel % 2 == 0 || e.kernel > MAX_KERNEL || e.encoder.is_empty() || e.decoder.len() >= e.encoder.len() {
             return fail(format!(
-                "descriptor needs an odd kernel of at most {max_kernel}, at least one encoder level and fewer decoder than encoder levels"
+                "descriptor needs an odd kernel of at most {MAX_KERNEL}, at least one encoder level and fewer decoder than encoder levels"
             ));
         }
         match (e.kind, e.head) {
@@ -446,5 +445,17 @@ mod tests {
         bad.group_order = 6;
         assert!(bad.validate().is_err());
         assert!(ModelConfig::from_json("{\"group_order\": 8}").is_err());
+    }
+
+    #[test]
+    fn kernels_beyond_what_the_gpu_convolution_reads_are_refused() {
+        let mut c = ModelConfig::default_s_trek();
+        c.detector.kernel = MAX_KERNEL + 2;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("detector.kernel 7") && err.contains("at most 5"), "{err}");
+        let mut c = ModelConfig::default_s_trek();
+        c.descriptor.kernel = MAX_KERNEL + 2;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("descriptor needs an odd kernel of at most 5"), "{err}");
     }
 }

@@ -9,38 +9,30 @@ use crate::config::ConvSpec;
 use crate::weights::ConvWeights;
 
 /// conv.wgsl with the storage types of its input, output and filters and its way of reading filters
-/// (shaders/conv_filters_*.wgsl) prepended.
-macro_rules! conv_variant {
-    ($name:literal, $types:literal, $filters:literal) => {
-        Shader {
+/// (shaders/conv_filters_*.wgsl) prepended: for each storage variant, one shader that reads filters from workgroup
+/// memory and one that broadcasts them across subgroups (`GpuConv::shader` picks).
+macro_rules! conv_variants {
+    ($shared:ident, $subgroup:ident, $name:literal, $types:literal) => {
+        pub const $shared: Shader = Shader {
             name: $name,
-            source: concat!($types, include_str!(concat!("../../shaders/", $filters)), include_str!("../../shaders/conv.wgsl")),
-        }
+            source: concat!($types, include_str!("../../shaders/conv_filters_shared.wgsl"), include_str!("../../shaders/conv.wgsl")),
+        };
+        pub const $subgroup: Shader = Shader {
+            name: concat!($name, " subgroup"),
+            source: concat!($types, include_str!("../../shaders/conv_filters_subgroup.wgsl"), include_str!("../../shaders/conv.wgsl")),
+        };
     };
 }
 
-pub const SHADER: Shader = conv_variant!("conv", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n", "conv_filters_shared.wgsl");
-/// f16 filters and output, f32 input (the first layer reads the f32 gray image).
-pub const SHADER_F32_TO_F16: Shader = conv_variant!(
+conv_variants!(SHADER, SHADER_SUBGROUP, "conv", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n");
+// f16 filters and output, f32 input (the first layer reads the f32 gray image)
+conv_variants!(
+    SHADER_F32_TO_F16,
+    SHADER_F32_TO_F16_SUBGROUP,
     "conv f32 to f16",
-    "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n",
-    "conv_filters_shared.wgsl"
+    "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n"
 );
-pub const SHADER_F16: Shader =
-    conv_variant!("conv f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n", "conv_filters_shared.wgsl");
-/// The same three on adapters with subgroup operations (`Features::SUBGROUP`).
-pub const SHADER_SUBGROUP: Shader =
-    conv_variant!("conv subgroup", "alias IN_T = f32;\nalias OUT_T = f32;\nalias W_T = f32;\n", "conv_filters_subgroup.wgsl");
-pub const SHADER_F32_TO_F16_SUBGROUP: Shader = conv_variant!(
-    "conv f32 to f16 subgroup",
-    "enable f16;\nalias IN_T = f32;\nalias OUT_T = f16;\nalias W_T = f16;\n",
-    "conv_filters_subgroup.wgsl"
-);
-pub const SHADER_F16_SUBGROUP: Shader = conv_variant!(
-    "conv f16 subgroup",
-    "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n",
-    "conv_filters_subgroup.wgsl"
-);
+conv_variants!(SHADER_F16, SHADER_F16_SUBGROUP, "conv f16", "enable f16;\nalias IN_T = f16;\nalias OUT_T = f16;\nalias W_T = f16;\n");
 
 /// Output size of a convolution: `n + 2*pad - k + 1`, or 0 when the input is too small.
 pub fn out_len(n: usize, k: usize, pad: usize) -> usize {
@@ -110,7 +102,9 @@ impl Tiling {
     /// its input tile with halo and its filter taps (`k * k * ocv` vec4s).
     fn new(c_in: usize, k: usize, ocv: u32, budget: u32) -> Self {
         let k = k as u32;
-        let per_channel = (WG_X * PX + k + 2) / 4 * 4 * (WG_Y + k - 1) + 4 * k * k * ocv;
+        // conv.wgsl's TW: a tile row padded to whole vec4s
+        let row = (WG_X * PX + k - 1).next_multiple_of(4);
+        let per_channel = row * (WG_Y + k - 1) + 4 * k * k * ocv;
         let chunk = (1..=c_in as u32).rev().find(|&c| c_in as u32 % c == 0 && c * per_channel <= budget).unwrap_or(1);
         Tiling { ocv, chunk }
     }
