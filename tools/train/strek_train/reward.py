@@ -37,27 +37,28 @@ def reproject(xy: torch.Tensor, h: torch.Tensor, margin: int, size: tuple[int, i
     return p, visible
 
 
-def repeated(xy1, valid1, xy2, valid2, h12, margin: int, size, distance: float):
-    """For each point of image 1: (visible in image 2, a valid point of image 2 lies within `distance` of its
-    reprojection)."""
+def nearest(xy1, valid1, xy2, valid2, h12, margin: int, size):
+    """For each point of image 1: (counted: valid and visible in image 2, the distance from its reprojection to the
+    nearest valid point of image 2; infinite when image 2 has none)."""
     p, visible = reproject(xy1, h12, margin, size)
     d = torch.cdist(p, xy2.to(p.dtype))
     d = d.masked_fill(~valid2[:, None, :], float("inf"))
-    near = d.min(dim=2).values <= distance if d.shape[2] else torch.zeros_like(visible)
-    return visible & valid1, near & visible & valid1
+    distance = d.min(dim=2).values if d.shape[2] else torch.full_like(visible, float("inf"), dtype=p.dtype)
+    return visible & valid1, distance
 
 
 def repeatability_rewards(xy1, valid1, xy2, valid2, h12, margin: int, size, cfg: RewardConfig):
     """Per-draw rewards of both images ([B, K1], [B, K2]) and the masks of the draws that count (visible in both)."""
     h21 = torch.linalg.inv(h12)
-    vis1, rep1 = repeated(xy1, valid1, xy2, valid2, h12, margin, size, cfg.match_distance)
-    vis2, rep2 = repeated(xy2, valid2, xy1, valid1, h21, margin, size, cfg.match_distance)
-    r1 = torch.where(rep1, cfg.reward, cfg.penalty) * vis1
-    r2 = torch.where(rep2, cfg.reward, cfg.penalty) * vis2
-    if cfg.precise_bonus:
-        r1 = r1 + cfg.precise_bonus * repeated(xy1, valid1, xy2, valid2, h12, margin, size, cfg.precise_distance)[1]
-        r2 = r2 + cfg.precise_bonus * repeated(xy2, valid2, xy1, valid1, h21, margin, size, cfg.precise_distance)[1]
-    return (r1, vis1), (r2, vis2)
+
+    def rewards(counted, distance):
+        r = torch.where(distance <= cfg.match_distance, cfg.reward, cfg.penalty)
+        if cfg.precise_bonus:
+            r = r + cfg.precise_bonus * (distance <= cfg.precise_distance)
+        return r * counted, counted
+
+    return (rewards(*nearest(xy1, valid1, xy2, valid2, h12, margin, size)),
+            rewards(*nearest(xy2, valid2, xy1, valid1, h21, margin, size)))
 
 
 def reinforce_loss(log_probs: list[torch.Tensor], rewards: list[torch.Tensor], masks: list[torch.Tensor],

@@ -330,13 +330,13 @@ class Trainer:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }, path or self.ckpt_path)
 
-    def validate_sets(self, metrics, score_name: str, count_name: str) -> dict:
-        """`metrics(pairs) -> (score, count)` on every held-out set: the score per set (`score_name` + the set's
-        suffix), the count on the main set only."""
+    def validate_sets(self, metrics, count_name: str) -> dict:
+        """`metrics(pairs) -> ({score name: score}, count)` on every held-out set: each score per set (its name + the
+        set's suffix), the count on the main set only."""
         out = {}
         for suffix, pairs in self.val_sets.items():
-            score, count = metrics(pairs)
-            out[f"{score_name}{suffix}"] = score
+            scores, count = metrics(pairs)
+            out.update({f"{name}{suffix}": score for name, score in scores.items()})
             if not suffix:
                 out[count_name] = count
         return out
@@ -431,15 +431,9 @@ class DetectorTrainer(Trainer):
     def validate(self) -> dict:
         """rep@3 and rep@1 (the share repeated within 1 px: how well keypoints are localised) on every held-out set,
         the keypoint count on the main set."""
-        out = {}
-        for suffix, pairs in self.val_sets.items():
-            rep3, rep1, points = self.detector_val_metrics(pairs)
-            out.update({f"val_rep3{suffix}": rep3, f"val_rep1{suffix}": rep1})
-            if not suffix:
-                out["val_points"] = points
-        return out
+        return self.validate_sets(self.detector_val_metrics, "val_points")
 
-    def detector_val_metrics(self, pairs) -> tuple[float, float, float]:
+    def detector_val_metrics(self, pairs) -> tuple[dict, float]:
         v1, v2, h12 = pairs
         hm1, hm2 = self.heatmaps(v1), self.heatmaps(v2)
         reps3, reps1, points = [], [], []
@@ -449,7 +443,7 @@ class DetectorTrainer(Trainer):
             reps3.append(repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 3.0)[0])
             reps1.append(repeatability(xy1, xy2, h12[i], self.margin, tuple(hm1.shape[-2:]), 1.0)[0])
             points.append((len(xy1) + len(xy2)) / 2)
-        return float(np.mean(reps3)), float(np.mean(reps1)), float(np.mean(points))
+        return {"val_rep3": float(np.mean(reps3)), "val_rep1": float(np.mean(reps1))}, float(np.mean(points))
 
 
 class DescriptorTrainer(Trainer):
@@ -540,9 +534,9 @@ class DescriptorTrainer(Trainer):
 
     @torch.no_grad()
     def validate(self) -> dict:
-        return self.validate_sets(self.descriptor_val_metrics, "val_mma3", "val_matches")
+        return self.validate_sets(self.descriptor_val_metrics, "val_matches")
 
-    def descriptor_val_metrics(self, pairs) -> tuple[float, float]:
+    def descriptor_val_metrics(self, pairs) -> tuple[dict, float]:
         v1, v2, h12 = pairs
         k = self.args.val_keypoints
         (kp1, th1, _), (kp2, th2, _) = self.detect(v1, k), self.detect(v2, k)
@@ -557,7 +551,7 @@ class DescriptorTrainer(Trainer):
             accs.append(acc)
             counts.append(n)
         self.model.train()
-        return float(np.mean(accs)), float(np.mean(counts))
+        return {"val_mma3": float(np.mean(accs))}, float(np.mean(counts))
 
 
 TRAINERS = {"detector": DetectorTrainer, "descriptor": DescriptorTrainer}
