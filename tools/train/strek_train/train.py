@@ -29,13 +29,13 @@ from .detector import Detector, describe_budget as describe_detector
 from .layers import orientation_pool
 from .losses import hardest_negative_triplet_loss, info_nce_loss
 from .metrics import matching_accuracy, nms_topk, repeatability
-from .reward import RewardConfig, reinforce_loss, repeatability_rewards, reproject
+from .reward import RewardConfig, localisation_loss, reinforce_loss, repeatability_rewards, reproject
 from .sampler import SamplerConfig, sample_keypoints
 
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = {
     "detector": ["step", "elapsed_s", "sec_per_step", "loss", "reward", "baseline", "points", "visible", "repeated",
-                 "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires", "val_rep1", "val_rep1_real",
+                 "loc_before", "loc_after", "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires", "val_rep1", "val_rep1_real",
                  "val_rep1_hires"],
     "descriptor": ["step", "elapsed_s", "sec_per_step", "loss", "pos_dist", "neg_dist", "active", "keypoints",
                    "val_mma3", "val_matches", "val_mma3_real", "val_mma3_hires"],
@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precise-distance", type=float, default=1.5,
                    help="reward: a keypoint repeated within this distance (px) earns --precise-bonus on top")
     p.add_argument("--precise-bonus", type=float, default=0.0, help="reward bonus of a precise repeat (0: off)")
+    p.add_argument("--localisation-weight", type=float, default=0.0,
+                   help="detector: weight of the localisation loss, the distance (px) between the refined positions "
+                        "of repeated draws, added to the policy loss (0: off)")
     p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
     p.add_argument("--desc-keypoints", type=int, default=64, help="descriptor stage: keypoints per view")
     p.add_argument("--descriptor-kind", choices=DESCRIPTOR_KINDS, default="unet",
@@ -211,7 +214,8 @@ def train_configs(args) -> tuple[SamplerConfig, RewardConfig, PairConfig]:
     """The sampler, reward and pair settings of the command line (both stages record them in the checkpoint)."""
     return (SamplerConfig(args.temperature, args.radius, args.mass_threshold, args.budget, args.logit_bound),
             RewardConfig(match_distance=args.match_distance, penalty=args.penalty,
-                         precise_distance=args.precise_distance, precise_bonus=args.precise_bonus),
+                         precise_distance=args.precise_distance, precise_bonus=args.precise_bonus,
+                         localisation_weight=args.localisation_weight),
             PairConfig(size=args.size, view_scale=tuple(args.view_scale), augment=args.augment,
                        hires_fraction=args.hires))
 
@@ -411,6 +415,11 @@ class DetectorTrainer(Trainer):
         mean_reward = float((r1.sum() + r2.sum()) / max(counted, 1))
         baseline = mean_reward if self.baseline is None else self.baseline  # the first step has no history
         loss = reinforce_loss([s.log_prob[:b], s.log_prob[b:]], [r1, r2], [m1, m2], baseline)
+        loc = {}
+        if self.reward_cfg.localisation_weight:
+            loc_loss, loc = localisation_loss(heat[:b], s.xy[:b], s.valid[:b], heat[b:], s.xy[b:], s.valid[b:], h12,
+                                              self.margin, self.reward_cfg.precise_distance)
+            loss = loss + self.reward_cfg.localisation_weight * loc_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -419,7 +428,7 @@ class DetectorTrainer(Trainer):
             self.baseline = mom * (self.baseline or 0.0) + (1 - mom) * mean_reward
         repeated_frac = float(((r1 > 0).sum() + (r2 > 0).sum()) / max(counted, 1))
         return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
-                "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac}
+                "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac, **loc}
 
     @torch.no_grad()
     def heatmaps(self, views: torch.Tensor) -> torch.Tensor:

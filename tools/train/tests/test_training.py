@@ -7,7 +7,8 @@ from strek_train.data import PairConfig, PairSource, synthetic_image
 from strek_train.descriptor import Descriptor, sample_descriptors
 from strek_train.detector import Detector
 from strek_train.losses import hardest_negative_triplet_loss
-from strek_train.reward import RewardConfig, reinforce_loss, repeatability_rewards, reproject
+from strek_train.reward import (RewardConfig, localisation_loss, parabola_offsets, reinforce_loss,
+                                repeatability_rewards, reproject)
 from strek_train.sampler import SamplerConfig, log_probs_of, sample_keypoints
 
 
@@ -73,6 +74,36 @@ def test_precise_repeats_earn_the_bonus():
     (r1, _), (r2, _) = repeatability_rewards(xy1, valid, xy2, valid, h12, 14, (32, 32), cfg)
     assert r1.tolist() == [[1.5, 1.0, -0.5]]
     assert r2.tolist() == [[1.5, 1.0, -0.5]]
+
+
+def test_parabola_offsets_find_the_vertex_of_a_sampled_paraboloid():
+    # Scores -((x - 5.3)^2 + 2 (y - 3.8)^2) sampled on a 9 x 7 grid: the pixel maximum is (5, 4); the refinement
+    # lands on the vertex exactly; a border pixel and a convex spot are not moved.
+    ys, xs = torch.meshgrid(torch.arange(7.0), torch.arange(9.0), indexing="ij")
+    heat = -((xs - 5.3) ** 2 + 2 * (ys - 3.8) ** 2)
+    xy = torch.tensor([[[5, 4], [0, 3], [8, 6]]])
+    off = parabola_offsets(heat[None].double(), xy)
+    assert torch.allclose(off[0, 0], torch.tensor([0.3, -0.2], dtype=torch.float64))
+    assert off[0, 1, 0] == 0 and off[0, 2].tolist() == [0.0, 0.0]
+    assert parabola_offsets(-heat[None], xy)[0, 0].tolist() == [0.0, 0.0]
+
+
+def test_localisation_loss_pulls_refined_repeats_together():
+    # Image 2 is image 1 shifted by (2, 1) with the peak 0.3 px off in x: one pair, 0.3 px apart after refinement.
+    # A gradient step on the scores reduces that distance.
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    heat1 = -((xs - 6.0) ** 2 + (ys - 6.0) ** 2)
+    heat2 = (-((xs - 8.3) ** 2 + (ys - 7.0) ** 2)).requires_grad_()
+    h12 = torch.tensor([[[1.0, 0, 2], [0, 1, 1], [0, 0, 1]]], dtype=torch.float64)
+    xy1, xy2 = torch.tensor([[[6, 6]]]), torch.tensor([[[8, 7]]])
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    loss, stats = localisation_loss(heat1[None], xy1, valid, heat2[None], xy2, valid, h12, 0, 3.0)
+    assert stats["loc_pairs"] == 2 and abs(stats["loc_before"]) < 1e-9 and abs(float(loss) - 0.3) < 1e-3
+    loss.backward()
+    with torch.no_grad():
+        moved = heat2 - 0.1 * heat2.grad
+    again, _ = localisation_loss(heat1[None], xy1, valid, moved[None], xy2, valid, h12, 0, 3.0)
+    assert float(again) < float(loss) - 0.01
 
 
 def test_detector_steps_reduce_the_policy_loss():
