@@ -417,7 +417,8 @@ class DetectorTrainer(Trainer):
         loss = reinforce_loss([s.log_prob[:b], s.log_prob[b:]], [r1, r2], [m1, m2], baseline)
         loc = {}
         if self.reward_cfg.localisation_weight:
-            loc_loss, loc = localisation_loss(heat[:b], s.xy[:b], s.valid[:b], heat[b:], s.xy[b:], s.valid[b:], h12,
+            xy, valid = self.peaks(heat.detach())
+            loc_loss, loc = localisation_loss(heat[:b], xy[:b], valid[:b], heat[b:], xy[b:], valid[b:], h12,
                                               self.margin, self.reward_cfg.precise_distance)
             loss = loss + self.reward_cfg.localisation_weight * loc_loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -429,6 +430,17 @@ class DetectorTrainer(Trainer):
         repeated_frac = float(((r1 > 0).sum() + (r2 > 0).sum()) / max(counted, 1))
         return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
                 "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac, **loc}
+
+    def peaks(self, heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The engine's keypoints of each heatmap [B, H, W] (NMS maxima, the sampler's budget of the best): xy
+        [B, K, 2] long and valid [B, K].  The localisation loss is taken there: a draw is often a shoulder of a
+        peak, where the parabola is clamped and passes no gradient."""
+        found = [nms_topk(h, self.sampler_cfg.budget, self.cfg["inference"]["nms_radius"])[0] for h in heat]
+        xy = torch.zeros(len(found), self.sampler_cfg.budget, 2, dtype=torch.long, device=heat.device)
+        valid = torch.zeros(len(found), self.sampler_cfg.budget, dtype=torch.bool, device=heat.device)
+        for i, p in enumerate(found):
+            xy[i, :len(p)], valid[i, :len(p)] = p, True
+        return xy, valid
 
     @torch.no_grad()
     def heatmaps(self, views: torch.Tensor) -> torch.Tensor:

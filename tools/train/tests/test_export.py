@@ -58,8 +58,9 @@ def tiny_runs(tmp_path_factory):
               "--val-keypoints", "20", "--budget", "12", "--log-every", "1", "--val-every", "2", "--desc-keypoints",
               "16"]
     det_dir, desc_dir = root / "det", root / "desc"
-    train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "2", *common])
-    train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "3", *common])  # resumes
+    localise = ["--localisation-weight", "1.0"]
+    train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "2", *localise, *common])
+    train.main(["--stage", "detector", "--out", str(det_dir), "--steps", "3", *localise, *common])  # resumes
     train.main(["--stage", "descriptor", "--out", str(desc_dir), "--steps", "2", "--detector",
                 str(det_dir / "checkpoint.pt"), "--keep-val-checkpoints", *common])
     return root, det_dir, desc_dir
@@ -72,6 +73,10 @@ def test_training_resumes_and_logs(tiny_runs):
     assert ckpt["train_config"]["sampler"] == {**SamplerConfig(budget=12).to_dict()}
     rows = open(det_dir / "log.csv").read().strip().splitlines()
     assert rows[0].startswith("step,") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+    assert ckpt["train_config"]["reward"]["localisation_weight"] == 1.0
+    header = rows[0].split(",")
+    loc_after = [row.split(",")[header.index("loc_after")] for row in rows[2:]]
+    assert all(float(v) >= 0 for v in loc_after), loc_after  # logged at every training step
     assert not os.path.exists(det_dir / "checkpoint.pt.tmp")
     rows = open(desc_dir / "log.csv").read().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
