@@ -61,7 +61,9 @@ def statistics(database, best, models, seconds):
 
 def residuals_by_scale(database, best):
     """Reprojection residuals (projection minus keypoint, px) of the model's observations, grouped by the keypoint's
-    scale (the square root of its affine frame's determinant; strek's pyramid level): count, mean and rms per axis."""
+    scale (the square root of its affine frame's determinant; strek's pyramid level) and all together: count, mean and
+    rms per axis, and the mean, median and share over 2 px of their length (a heavy tail means wrong matches that
+    the verification kept; a wide body, keypoints that are not localised)."""
     import numpy as np
 
     scales = {}
@@ -77,10 +79,13 @@ def residuals_by_scale(database, best):
             projected = np.asarray(best.cameras[image.camera_id].img_from_cam(pose * point.xyz)).ravel()[:2]
             scale = round(float(scales[element.image_id][element.point2D_idx]), 2)
             groups.setdefault(scale, []).append(projected - image.points2D[element.point2D_idx].xy)
-    for scale in sorted(groups):
+    groups["all"] = [r for scale in list(groups) for r in groups[scale]]
+    for scale in sorted(groups, key=lambda s: (s == "all", s)):
         r = np.array(groups[scale])
-        mean, rms = r.mean(0), np.sqrt((r**2).mean(0))
-        print(f"scale {scale}: {len(r)} observations, mean residual {mean[0]:.3f}, {mean[1]:.3f}, rms {rms[0]:.2f}, {rms[1]:.2f}")
+        mean, rms, norm = r.mean(0), np.sqrt((r**2).mean(0)), np.linalg.norm(r, axis=1)
+        print(f"scale {scale}: {len(r)} observations, mean residual {mean[0]:.3f}, {mean[1]:.3f}, rms {rms[0]:.2f}, "
+              f"{rms[1]:.2f}; |residual| mean {norm.mean():.3f}, median {np.median(norm):.3f}, "
+              f"over 2 px {(norm > 2).mean():.3f}")
 
 
 def main():
