@@ -14,8 +14,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # TUM fr3 intrinsics (strek's pixel convention; strek adds 0.5 for COLMAP)
 cargo run --release --quiet -- colmap "$frames" -o "$work/database.db" --camera pinhole:535.4,539.2,320.1,247.6
-# bounds from what the shipped weights give (BENCHMARKS.md, 2026-12-02: 17/17, 1805 points, 0.855 px; the RANSAC seed
+# bounds from what the shipped weights give (BENCHMARKS.md, 2026-12-02: 17/17, 1797 points, 0.823 px; the RANSAC seed
 # alone moves the points by up to about 60), with a margin for other machines' arithmetic: a regression in
 # localisation or matching fails
 python3 tools/colmap/reconstruct.py "$work/database.db" "$frames" --label strek \
-    --min-registered 17 --max-reprojection 0.95 --min-points 1600
+    --min-registered 17 --max-reprojection 0.90 --min-points 1600
