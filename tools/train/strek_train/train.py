@@ -300,13 +300,13 @@ class Trainer:
         seed = a.seed + 7919
         sets = {"": PairSource(val_imgs, PairConfig(size=a.val_size), self.cfg, seed=seed)
                 .batch(0, n_val, "cpu", image_indices=list(range(n_val)))}
+        changes = PairConfig(size=a.val_size, augment=a.augment)  # the run's own photometric changes
         if a.augment != "basic":
-            real = PairConfig(size=a.val_size, augment=a.augment)
-            sets["_real"] = PairSource(val_imgs, real, self.cfg, seed=seed).batch(0, n_val, "cpu",
-                                                                                  image_indices=list(range(n_val)))
-            if hires_val:
-                sets["_hires"] = PairSource([], real, self.cfg, seed=seed, hires=hires_val).hires_batch(
-                    0, HIRES_VAL_PAIRS)
+            sets["_real"] = PairSource(val_imgs, changes, self.cfg, seed=seed).batch(0, n_val, "cpu",
+                                                                                     image_indices=list(range(n_val)))
+        if hires_val:
+            sets["_hires"] = PairSource([], changes, self.cfg, seed=seed, hires=hires_val).hires_batch(
+                0, HIRES_VAL_PAIRS)
         return sets
 
     def checkpoint(self, path: str | None = None) -> None:

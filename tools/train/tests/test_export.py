@@ -206,3 +206,25 @@ def test_group_descriptor_run_export_round_trip_and_golden(tiny_runs):
     for k, v in ref.items():
         assert torch.equal(golden[k], v), k
     assert torch.allclose(golden["descriptors"].norm(dim=1), torch.ones(len(keypoints), dtype=torch.float64))
+
+
+def test_a_hires_run_with_the_basic_changes_validates_on_the_held_out_hires_photos(tiny_runs):
+    """--hires adds the full-resolution validation pairs whatever --augment is (they were made for --augment real
+    only, so a detector run with --hires and the basic changes logged no val_*_hires)."""
+    import cv2
+
+    root, det_dir, _ = tiny_runs
+    hires_dir = root / "hires-basic"
+    hires_dir.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(3):
+        cv2.imwrite(str(hires_dir / f"h{i}.png"), np.round(synthetic_image(rng, 300, 340) * 255).astype(np.uint8))
+    run = root / "det-hires"
+    train.main(["--stage", "detector", "--out", str(run), "--steps", "2", "--images", str(root / "images.npy"),
+                "--size", "64", "--batch", "2", "--val-size", "64", "--val-keypoints", "20", "--budget", "12",
+                "--log-every", "1", "--val-every", "2", "--hires", "0.5", "--hires-data", str(hires_dir),
+                "--init", str(det_dir / "checkpoint.pt"), "--localisation-weight", "1.0"])
+    rows = open(run / "log.csv").read().strip().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    assert last["step"] == "2" and all(last[k] for k in ["val_rep3", "val_rep3_hires", "val_rep1_hires"])
+    assert not last["val_rep3_real"]
