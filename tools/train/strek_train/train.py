@@ -29,7 +29,8 @@ from .detector import Detector, describe_budget as describe_detector
 from .layers import orientation_pool
 from .losses import hardest_negative_triplet_loss, info_nce_loss
 from .metrics import matching_accuracy, nms_topk, repeatability
-from .reward import RewardConfig, localisation_loss, reinforce_loss, repeatability_rewards, reproject
+from .reward import (RewardConfig, localisation_loss, parabola_offsets, reinforce_loss, repeatability_rewards,
+                     reproject)
 from .sampler import SamplerConfig, sample_keypoints
 
 CHECKPOINT = "checkpoint.pt"
@@ -500,11 +501,13 @@ class DescriptorTrainer(Trainer):
         return torch.cat([p[0].cpu() for p in parts]), torch.cat([p[1].cpu() for p in parts])
 
     def detect(self, views: torch.Tensor, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """The engine's keypoints (NMS top-k) per view: heatmap xy [K, 2], their orientations [K], and the
-        orientation maps [B, H', W']."""
+        """The engine's keypoints (NMS top-k, refined to sub-pixel as docs/model.md says) per view: heatmap xy [K, 2]
+        float, their orientations [K] (read at the NMS pixel, as the engine does), and the orientation maps
+        [B, H', W']."""
         score, theta = self.score_and_orientation(views)
-        xys = [nms_topk(h, k, self.cfg["inference"]["nms_radius"])[0] for h in score]
-        return xys, [theta[i, xy[:, 1], xy[:, 0]] for i, xy in enumerate(xys)], theta
+        pixels = [nms_topk(h, k, self.cfg["inference"]["nms_radius"])[0] for h in score]
+        refined = [xy.float() + parabola_offsets(h[None], xy[None])[0] for h, xy in zip(score, pixels)]
+        return refined, [theta[i, xy[:, 1], xy[:, 0]] for i, xy in enumerate(pixels)], theta
 
     def jitter(self, p: torch.Tensor, index: int) -> torch.Tensor:
         """Positives moved by Gaussian noise of std --pos-jitter px, clipped at 2 std (deterministic per step)."""
