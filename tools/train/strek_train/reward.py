@@ -42,19 +42,22 @@ def reproject(xy: torch.Tensor, h: torch.Tensor, margin: int, size: tuple[int, i
 
 def nearest(xy1, valid1, xy2, valid2, h12, margin: int, size):
     """For each point of image 1: (counted: valid and visible in image 2, the distance from its reprojection to the
-    nearest valid point of image 2; infinite when image 2 has none)."""
+    nearest valid point of image 2, infinite when image 2 has none, and that point's index, 0 when none)."""
     p, visible = reproject(xy1, h12, margin, size)
     d = torch.cdist(p, xy2.to(p.dtype))
     d = d.masked_fill(~valid2[:, None, :], float("inf"))
-    distance = d.min(dim=2).values if d.shape[2] else torch.full_like(visible, float("inf"), dtype=p.dtype)
-    return visible & valid1, distance
+    if not d.shape[2]:
+        none = torch.full_like(visible, float("inf"), dtype=p.dtype)
+        return visible & valid1, none, torch.zeros_like(visible, dtype=torch.long)
+    distance, index = d.min(dim=2)
+    return visible & valid1, distance, index
 
 
 def repeatability_rewards(xy1, valid1, xy2, valid2, h12, margin: int, size, cfg: RewardConfig):
     """Per-draw rewards of both images ([B, K1], [B, K2]) and the masks of the draws that count (visible in both)."""
     h21 = torch.linalg.inv(h12)
 
-    def rewards(counted, distance):
+    def rewards(counted, distance, _partner):
         r = torch.where(distance <= cfg.match_distance, cfg.reward, cfg.penalty)
         if cfg.precise_bonus:
             r = r + cfg.precise_bonus * (distance <= cfg.precise_distance)
@@ -100,9 +103,9 @@ def parabola_offsets(heat: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
 
 
 def localisation_loss(heat1, xy1, valid1, heat2, xy2, valid2, h12, margin: int, distance: float):
-    """The mean distance (px) between refined keypoints that repeat: each counted draw of image 1 is paired with the
-    nearest draw of image 2 when that lies within `distance` of its reprojection; the loss is the distance between
-    the reprojection of its refined position and the refined position of its partner, in both directions.
+    """The mean distance (px) between refined keypoints that repeat: each counted keypoint of image 1 is paired with
+    the nearest keypoint of image 2 when that lies within `distance` of its reprojection; the loss is the distance
+    between the reprojection of its refined position and the refined position of its partner, in both directions.
 
     Differentiable through the parabola offsets only: it shapes the scores around a peak so that the refinement
     moves repeated keypoints onto each other.  Returns (loss, statistics: the pairs' mean distance before and after
@@ -112,19 +115,17 @@ def localisation_loss(heat1, xy1, valid1, heat2, xy2, valid2, h12, margin: int, 
     r2 = xy2.to(heat2.dtype) + parabola_offsets(heat2, xy2)
 
     def one_way(xa, va, ra, xb, vb, rb, h):
-        counted, d = nearest(xa, va, xb, vb, h, margin, size)
-        p, _ = reproject(xa, h, margin, size)
-        partner = torch.cdist(p, xb.to(p.dtype)).masked_fill(~vb[:, None, :], float("inf")).argmin(2) \
-            if xb.shape[1] else torch.zeros_like(d, dtype=torch.long)
+        counted, d, partner = nearest(xa, va, xb, vb, h, margin, size)
         pair = counted & (d <= distance)
         q, _ = reproject(ra, h, margin, size)
         target = rb.gather(1, partner[..., None].expand(-1, -1, 2)).to(q.dtype) if xb.shape[1] else q.detach()
         err = ((q - target) ** 2).sum(-1).add(1e-6).sqrt()
-        return (err * pair).sum(), (d.nan_to_num(posinf=0.0) * pair).sum(), pair.sum()
+        return (err * pair).sum(), torch.where(pair, d, 0.0).sum(), pair.sum()
 
     h21 = torch.linalg.inv(h12)
     e1, before1, n1 = one_way(xy1, valid1, r1, xy2, valid2, r2, h12)
     e2, before2, n2 = one_way(xy2, valid2, r2, xy1, valid1, r1, h21)
     n = (n1 + n2).clamp_min(1)
     loss = ((e1 + e2) / n).to(heat1.dtype)
-    return loss, {"loc_before": float((before1 + before2) / n), "loc_after": float(loss.detach()), "loc_pairs": int(n1 + n2)}
+    return loss, {"loc_before": float((before1 + before2) / n), "loc_after": float(loss.detach()),
+                  "loc_pairs": int(n1 + n2)}

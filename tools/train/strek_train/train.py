@@ -36,8 +36,8 @@ from .sampler import SamplerConfig, sample_keypoints
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = {
     "detector": ["step", "elapsed_s", "sec_per_step", "loss", "reward", "baseline", "points", "visible", "repeated",
-                 "loc_before", "loc_after", "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires", "val_rep1", "val_rep1_real",
-                 "val_rep1_hires"],
+                 "loc_before", "loc_after", "val_rep3", "val_points", "val_rep3_real", "val_rep3_hires", "val_rep1",
+                 "val_rep1_real", "val_rep1_hires"],
     "descriptor": ["step", "elapsed_s", "sec_per_step", "loss", "pos_dist", "neg_dist", "active", "keypoints",
                    "val_mma3", "val_matches", "val_mma3_real", "val_mma3_hires"],
 }
@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precise-bonus", type=float, default=0.0, help="reward bonus of a precise repeat (0: off)")
     p.add_argument("--localisation-weight", type=float, default=0.0,
                    help="detector: weight of the localisation loss, the distance (px) between the refined positions "
-                        "of repeated draws, added to the policy loss (0: off)")
+                        "of repeated keypoints (NMS maxima), added to the policy loss (0: off)")
     p.add_argument("--margin", type=float, default=0.5, help="descriptor triplet margin")
     p.add_argument("--desc-keypoints", type=int, default=64, help="descriptor stage: keypoints per view")
     p.add_argument("--descriptor-kind", choices=DESCRIPTOR_KINDS, default="unet",
@@ -430,7 +430,8 @@ class DetectorTrainer(Trainer):
             self.baseline = mom * (self.baseline or 0.0) + (1 - mom) * mean_reward
         repeated_frac = float(((r1 > 0).sum() + (r2 > 0).sum()) / max(counted, 1))
         return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
-                "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac, **loc}
+                "points": float(s.counts.float().mean()), "visible": counted / (2 * b), "repeated": repeated_frac,
+                **loc}
 
     def peaks(self, heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The engine's keypoints of each heatmap [B, H, W] (NMS maxima, the sampler's budget of the best): xy

@@ -153,17 +153,22 @@ def test_export_round_trip_and_golden(tiny_runs):
     assert torch.allclose(golden["descriptor_map"].norm(dim=0), torch.ones(h // s, w // s, dtype=torch.float64))
 
 
+def write_hires_photos(directory, seed: int):
+    """Three synthetic 300 x 340 "camera-resolution" photos as PNG files in a new `directory` (for --hires-data)."""
+    import cv2
+
+    directory.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        cv2.imwrite(str(directory / f"h{i}.png"), np.round(synthetic_image(rng, 300, 340) * 255).astype(np.uint8))
+    return directory
+
+
 def test_group_descriptor_run_export_round_trip_and_golden(tiny_runs):
     """Version 2: a tiny group_unet run (InfoNCE, jittered positives, camera-like changes, full-resolution crops),
     exported; the dense tensors alone reproduce the module's map and the aligned keypoint descriptors."""
-    import cv2
-
     root, det_dir, _ = tiny_runs
-    hires_dir = root / "hires"
-    hires_dir.mkdir()
-    rng = np.random.default_rng(9)
-    for i in range(3):
-        cv2.imwrite(str(hires_dir / f"h{i}.png"), np.round(synthetic_image(rng, 300, 340) * 255).astype(np.uint8))
+    hires_dir = write_hires_photos(root / "hires", seed=9)
     run = root / "gdesc"
     common = ["--images", str(root / "images.npy"), "--size", "64", "--batch", "2", "--val-size", "64",
               "--val-keypoints", "20", "--log-every", "1", "--val-every", "2", "--desc-keypoints", "16",
@@ -211,14 +216,8 @@ def test_group_descriptor_run_export_round_trip_and_golden(tiny_runs):
 def test_a_hires_run_with_the_basic_changes_validates_on_the_held_out_hires_photos(tiny_runs):
     """--hires adds the full-resolution validation pairs whatever --augment is (they were made for --augment real
     only, so a detector run with --hires and the basic changes logged no val_*_hires)."""
-    import cv2
-
     root, det_dir, _ = tiny_runs
-    hires_dir = root / "hires-basic"
-    hires_dir.mkdir()
-    rng = np.random.default_rng(11)
-    for i in range(3):
-        cv2.imwrite(str(hires_dir / f"h{i}.png"), np.round(synthetic_image(rng, 300, 340) * 255).astype(np.uint8))
+    hires_dir = write_hires_photos(root / "hires-basic", seed=11)
     run = root / "det-hires"
     train.main(["--stage", "detector", "--out", str(run), "--steps", "2", "--images", str(root / "images.npy"),
                 "--size", "64", "--batch", "2", "--val-size", "64", "--val-keypoints", "20", "--budget", "12",
