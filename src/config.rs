@@ -72,6 +72,10 @@ pub struct InferenceConfig {
 /// Pyramid levels a config may ask for (the GPU gather keeps their table in a uniform array of this size).
 pub const MAX_LEVELS: usize = 8;
 
+/// The largest pyramid scale: a level above 1 is the image upsampled (SIFT's doubling), which localises keypoints
+/// on a finer grid at four times the detector's work per doubling; beyond 2 the bilinear upsampling adds no detail.
+pub const MAX_UPSCALE: f32 = 2.0;
+
 /// The largest kernel a config may ask for: a GPU convolution reads the PX + K - 1 <= 8 input values of a tile row as
 /// two vec4s (shaders/conv.wgsl).
 pub const MAX_KERNEL: usize = 5;
@@ -246,8 +250,11 @@ impl ModelConfig {
         if inf.scales.is_empty() || inf.scales.len() > MAX_LEVELS || inf.scales[0] != 1.0 {
             return fail(format!("inference.scales must start with 1.0 and hold at most {} levels", MAX_LEVELS));
         }
-        if inf.scales.windows(2).any(|w| !(w[1] < w[0] && w[1] > 0.0)) {
-            return fail("inference.scales must be decreasing and positive".into());
+        if inf.scales.iter().any(|&s| !(s > 0.0 && s <= MAX_UPSCALE)) {
+            return fail(format!("inference.scales must lie in (0, {MAX_UPSCALE}]"));
+        }
+        if inf.scales.iter().enumerate().any(|(i, s)| inf.scales[..i].contains(s)) {
+            return fail("inference.scales must not repeat a scale".into());
         }
         if inf.max_keypoints == 0 {
             return fail("inference.max_keypoints must be positive".into());
@@ -372,6 +379,25 @@ mod tests {
         assert!(c.detector_macs_per_pixel() <= 40_000);
         assert!(c.descriptor_macs_per_pixel() <= 60_000.0);
         assert_eq!(c.descriptor_stride(), 4);
+    }
+
+    #[test]
+    fn scales_start_at_the_image_and_may_upsample_up_to_twice() {
+        let with = |scales: &[f32]| {
+            let mut c = ModelConfig::default_s_trek();
+            c.inference.scales = scales.to_vec();
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(&[1.0, 2.0, 1.414, 0.707, 0.5, 0.354, 0.25]).is_ok());
+        assert!(with(&[1.0]).is_ok());
+        assert!(with(&[2.0, 1.0]).unwrap_err().contains("start with 1.0"));
+        assert!(with(&[]).unwrap_err().contains("start with 1.0"));
+        assert!(with(&[1.0; MAX_LEVELS + 1]).unwrap_err().contains("at most"));
+        for bad in [2.5, 0.0, -0.5, f32::NAN, f32::INFINITY] {
+            assert!(with(&[1.0, bad]).unwrap_err().contains("must lie in"), "{bad}");
+        }
+        assert!(with(&[1.0, 0.5, 0.5]).unwrap_err().contains("repeat"));
+        assert!(with(&[1.0, 0.5, 1.0]).unwrap_err().contains("repeat"));
     }
 
     #[test]

@@ -74,6 +74,15 @@ impl Weights {
         Ok(weights)
     }
 
+    /// The same weights with other pyramid scales (`inference.scales`, docs/model.md): levels above 1 upsample
+    /// the image, which localises keypoints more finely at more detector work. The filters do not depend on the
+    /// scales, so any valid list runs any weights.
+    pub fn with_scales(mut self, scales: &[f32]) -> Result<Self> {
+        self.config.inference.scales = scales.to_vec();
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// Checks every tensor the config implies: presence, shape, finiteness and 90-degree structure.
     pub fn validate(&self) -> Result<()> {
         let fail = |reason: String| Error::Weights { path: self.source.clone(), reason };

@@ -235,3 +235,35 @@ fn shards_split_a_folder_between_processes_without_overlap_or_gaps() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn scales_upsample_the_pyramid_and_a_bad_list_is_a_clear_error() {
+    let dir = temp_dir("scales");
+    let scene = strek::demo::scene(90, 70, 6);
+    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
+    image::GrayImage::from_raw(90, 70, data).unwrap().save(dir.join("scene.png")).unwrap();
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 3).to_bytes()).unwrap();
+    let extract = |scales: &str, out: &str| {
+        strek()
+            .args(["--device", "cpu", "extract", "--scales", scales, "--weights"])
+            .arg(&weights)
+            .arg(dir.join("scene.png"))
+            .arg("-o")
+            .arg(dir.join(out))
+            .output()
+            .unwrap()
+    };
+    let out = extract("1,2", "up");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let features = strek::Features::read_npz(&dir.join("up/scene.npz")).unwrap();
+    assert!(features.scales.contains(&0.5), "keypoints of the doubled level: {:?}", features.scales);
+    assert!(features.keypoints.iter().all(|p| p[0] >= 0.0 && p[0] <= 89.0 && p[1] >= 0.0 && p[1] <= 69.0));
+    for (bad, says) in [("1,3", "must lie in"), ("2,1", "start with 1.0"), ("1,0.5,0.5", "repeat"), ("1,x", "invalid")] {
+        let out = extract(bad, "bad");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "--scales {bad}: {stderr}");
+        assert!(!dir.join("bad").join("scene.npz").exists());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

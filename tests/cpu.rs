@@ -193,7 +193,7 @@ fn detector_and_descriptor_match_their_references() {
 
 #[test]
 fn cpu_extraction_matches_the_reference_pipeline() {
-    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (130, 131, two_level_config()), (97, 83, group_descriptor_config())] {
+    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (130, 131, two_level_config()), (97, 83, group_descriptor_config()), (53, 41, upsampling_config())] {
         let weights = Weights::random(&config, 21);
         let image = scene(w, h, 4);
         let want = extract_reference(&weights, &image, 200);
@@ -213,7 +213,7 @@ fn cpu_extraction_matches_the_reference_pipeline() {
 #[test]
 fn cpu_and_gpu_paths_give_the_same_features() {
     let gpu = gpu();
-    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (97, 83, group_descriptor_config())] {
+    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (97, 83, group_descriptor_config()), (53, 41, upsampling_config())] {
         let weights = Weights::random(&config, 5);
         let image = scene(w, h, 7);
         let options = strek::Config { max_keypoints: Some(150), ..Default::default() };

@@ -10,7 +10,7 @@ use strek::{GpuExtractor, ModelConfig, Weights};
 #[test]
 fn gpu_extraction_matches_the_reference_pipeline() {
     let gpu = gpu();
-    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (97, 83, group_descriptor_config())] {
+    for (w, h, config) in [(61, 47, ModelConfig::default_s_trek()), (97, 83, two_level_config()), (97, 83, group_descriptor_config()), (53, 41, upsampling_config())] {
         let weights = Weights::random(&config, 21);
         let image = scene(w, h, 4);
         let mut extractor = GpuExtractor::new(gpu, &weights, strek::Config { max_keypoints: Some(200), ..Default::default() }).unwrap();

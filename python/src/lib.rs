@@ -41,14 +41,17 @@ struct PySession {
 #[pymethods]
 impl PySession {
     #[new]
-    #[pyo3(signature = (device = "auto", weights = None, max_keypoints = None, max_memory = None, f16 = false))]
-    fn new(py: Python<'_>, device: &str, weights: Option<PathBuf>, max_keypoints: Option<usize>, max_memory: Option<u64>, f16: bool) -> PyResult<Self> {
+    #[pyo3(signature = (device = "auto", weights = None, max_keypoints = None, max_memory = None, f16 = false, scales = None))]
+    fn new(py: Python<'_>, device: &str, weights: Option<PathBuf>, max_keypoints: Option<usize>, max_memory: Option<u64>, f16: bool, scales: Option<Vec<f32>>) -> PyResult<Self> {
         let device: Device = device.parse().map_err(engine_error)?;
         py.detach(|| {
-            let weights = match &weights {
+            let mut weights = match &weights {
                 Some(path) => Weights::load(path)?,
                 None => Weights::from_bytes(SHIPPED_WEIGHTS, "the shipped weights (strek.safetensors)")?,
             };
+            if let Some(scales) = &scales {
+                weights = weights.with_scales(scales)?;
+            }
             let session = Session::open(device, &GpuOptions::default())?.with_max_memory(max_memory);
             let precision = if f16 { strek::ops::Precision::F16 } else { strek::ops::Precision::F32 };
             let config = Config { max_keypoints, precision, ..Default::default() };

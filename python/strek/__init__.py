@@ -74,13 +74,16 @@ class Session:
     extractor and a matcher on it. `weights`: a .safetensors file (default: the weights shipped in the package).
     `max_keypoints`: at most this many per image (default: the weights' config). `max_memory`: the CPU path's
     memory budget in bytes. `f16`: on a GPU with SHADER_F16, store activations and filters in f16 (arithmetic stays
-    f32; an error on other GPUs; the CPU path ignores it). Extraction and matching release the GIL, so threads may share a session (calls on
-    one session run one at a time)."""
+    f32; an error on other GPUs; the CPU path ignores it). `scales`: pyramid scales instead of the weights' own (the
+    first 1, none above 2; levels above 1 upsample the image and localise keypoints more finely at more detector
+    work, e.g. [1, 2, 1.414, 0.707, 0.5, 0.354, 0.25]). Extraction and matching release the GIL, so threads may
+    share a session (calls on one session run one at a time)."""
 
     def __init__(self, device: str = "auto", weights: Optional[Union[str, "os.PathLike[str]"]] = None,
-                 max_keypoints: Optional[int] = None, max_memory: Optional[int] = None, f16: bool = False):
+                 max_keypoints: Optional[int] = None, max_memory: Optional[int] = None, f16: bool = False,
+                 scales: Optional[Sequence[float]] = None):
         self._session = _strek.Session(device, None if weights is None else os.fspath(weights), max_keypoints,
-                                       max_memory, f16)
+                                       max_memory, f16, None if scales is None else [float(s) for s in scales])
 
     @property
     def device(self) -> str:

@@ -86,6 +86,16 @@ def test_bad_weights_and_devices_raise():
         strek.Session("tpu")
 
 
+def test_scales_upsample_and_bad_scales_raise():
+    image = textured(4)
+    up = strek.Session("cpu", scales=[1, 2]).extract(image)
+    assert (up.scales == 0.5).any(), "keypoints of the doubled level"
+    with pytest.raises(strek.StrekError, match="must lie in"):
+        strek.Session("cpu", scales=[1, 3])
+    with pytest.raises(strek.StrekError, match="start with 1.0"):
+        strek.Session("cpu", scales=[2, 1])
+
+
 def test_match_is_mutual_nearest_on_the_same_device(session):
     f = session.extract(textured(6))
     m = session.match(f, f)

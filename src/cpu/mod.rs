@@ -49,18 +49,26 @@ pub struct CpuExtractor {
     times: [f64; STAGES.len()],
 }
 
-/// The pool's bytes per pixel before any image was extracted: the default model's measured 207 at 3840x2160
-/// (docs/cpu-notes.md), with room for models a little wider.
-const FIRST_POOL_RATE: f64 = 240.0;
-/// Bytes per pixel outside the pool: the gray image and the pyramid (4 + 4 x 0.94), the decoded image (up to 8
-/// for 16-bit RGBA) and its shrunk copy.
-const OTHER_RATE: f64 = 24.0;
+/// The pool's bytes per image pixel before any image was extracted: the default model's measured 207 at 3840x2160
+/// (docs/cpu-notes.md), with room for models a little wider; its largest buffers are the largest level's
+/// activations, so an upsampled level multiplies it by that level's area.
+fn first_pool_rate(config: &ModelConfig) -> f64 {
+    let largest = config.inference.scales.iter().fold(1f64, |m, &s| m.max(s as f64 * s as f64));
+    240.0 * largest
+}
+
+/// Bytes per image pixel outside the pool: the pyramid in f32 (the gray image is its level 1.0), the decoded image
+/// (up to 8 for 16-bit RGBA) and its shrunk copy.
+fn other_rate(config: &ModelConfig) -> f64 {
+    4.0 * config.inference.scales.iter().map(|&s| s as f64 * s as f64).sum::<f64>() + 16.0
+}
 
 impl CpuExtractor {
     pub fn new(weights: &Weights, options: Config) -> Result<Self> {
         let config = weights.config.clone();
         let max_keypoints = options.max_keypoints(&config)?;
         let budget = options.max_memory.or_else(default_memory_budget);
+        let pool_rate = first_pool_rate(&config);
         Ok(CpuExtractor {
             detector: CpuDetector::new(&weights.detector()),
             descriptor: CpuDescriptor::new(&weights.descriptor(), &config),
@@ -71,7 +79,7 @@ impl CpuExtractor {
             // a tenth of the budget stays for the gray image, the pyramid and the decoded image
             pool: BufferPool::with_limit(budget.map(|b| (b / 10 * 9) as usize)),
             budget,
-            pool_rate: FIRST_POOL_RATE,
+            pool_rate,
             largest_pixels: 0,
             times: [0.0; STAGES.len()],
         })
@@ -125,7 +133,7 @@ impl CpuExtractor {
 
     /// The memory an image of `size` is estimated to take: the pool's learned rate and the rest.
     fn estimated_bytes(&self, (w, h): (u32, u32)) -> f64 {
-        (self.pool_rate + OTHER_RATE) * w as f64 * h as f64
+        (self.pool_rate + other_rate(&self.config)) * w as f64 * h as f64
     }
 
     /// The error for an image that no size within the budget can extract.

@@ -91,6 +91,16 @@ pub fn two_level_config() -> ModelConfig {
     config
 }
 
+/// A config whose pyramid also upsamples (docs/model.md): the image itself, then levels at 2 and 1.414 (odd
+/// sizes on odd images: round(W*s)), then one level below it.
+pub fn upsampling_config() -> ModelConfig {
+    let mut config = ModelConfig::default_s_trek();
+    config.inference.scales = vec![1.0, 2.0, 1.414, 0.707];
+    config.inference.min_level_side = 24;
+    config.validate().unwrap();
+    config
+}
+
 /// The two-level config with the version-2 descriptor of docs/model.md (the group U-Net at its default widths).
 pub fn group_descriptor_config() -> ModelConfig {
     let mut config = two_level_config();

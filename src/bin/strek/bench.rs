@@ -58,13 +58,13 @@ pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
     if args.batch.iter().any(|&b| b == 0) || args.k == 0 {
         return Err(strek::Error::Invalid("--batch and --k must be at least 1".into()));
     }
-    let weights = match common.weights_path() {
+    let weights = common.adjusted(match common.weights_path() {
         Some(p) => Weights::load(&p)?,
         None => {
             eprintln!("no weights found: timing a random model of the default architecture (same cost)");
             Weights::random(&ModelConfig::default_s_trek(), 1)
         }
-    };
+    })?;
     let session = common.session()?;
     let base: Vec<Image> = match &args.image {
         Some(p) => vec![Image::open_with(p, &common.decode_limits())?],

@@ -24,13 +24,13 @@ pub struct Args {
 }
 
 pub fn run(common: &Common, args: &Args) -> strek::Result<ExitCode> {
-    let weights = match common.weights_path() {
+    let weights = common.adjusted(match common.weights_path() {
         Some(p) => Weights::load(&p)?,
         None => {
             eprintln!("no weights found: the demo runs a random equivariant model (structure only, not trained)");
             Weights::random(&ModelConfig::default_s_trek(), 1)
         }
-    };
+    })?;
     let mut extractor = common.session()?.extractor(&weights, Config::default())?;
     eprintln!("{}", extractor.describe());
     eprintln!("weights: {}", weights.source);

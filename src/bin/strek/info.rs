@@ -33,7 +33,7 @@ pub fn run(common: &Common) -> strek::Result<ExitCode> {
     }
     let config = match common.weights_path() {
         Some(p) => {
-            let w = Weights::load(&p)?;
+            let w = common.adjusted(Weights::load(&p)?)?;
             println!("weights: {}", w.source);
             w.config
         }

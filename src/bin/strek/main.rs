@@ -55,6 +55,11 @@ pub struct Common {
     /// Refuse image files whose header claims more pixels than this (decompression bombs are named and skipped).
     #[arg(long, global = true, value_name = "MP", default_value_t = strek::image_io::DecodeLimits::default().max_pixels as f64 / 1e6)]
     max_megapixels: f64,
+    /// Pyramid scales instead of the weights' own (comma-separated, the first 1, none above 2): levels above 1
+    /// upsample the image and localise keypoints more finely at more detector work, e.g.
+    /// 1,2,1.414,0.707,0.5,0.354,0.25 (BENCHMARKS.md, "Upsampled pyramid levels").
+    #[arg(long, global = true, value_delimiter = ',', value_name = "LIST")]
+    scales: Option<Vec<f32>>,
 }
 
 impl Common {
@@ -105,7 +110,15 @@ impl Common {
             path: strek::DEFAULT_WEIGHTS.into(),
             reason: "not found; pass --weights PATH (weights come from tools/train)".into(),
         })?;
-        Weights::load(&path)
+        self.adjusted(Weights::load(&path)?)
+    }
+
+    /// Weights with this command line's changes to their inference settings (`--scales`).
+    pub fn adjusted(&self, weights: Weights) -> strek::Result<Weights> {
+        match &self.scales {
+            Some(scales) => weights.with_scales(scales),
+            None => Ok(weights),
+        }
     }
 }
 
