@@ -12,7 +12,8 @@ class StrekError(Exception):
 
 class Session:
     def __init__(self, device: str = "auto", weights: Optional[str] = None, max_keypoints: Optional[int] = None,
-                 max_memory: Optional[int] = None, f16: bool = False) -> None: ...
+                 max_memory: Optional[int] = None, f16: bool = False,
+                 scales: Optional[Sequence[float]] = None) -> None: ...
     @property
     def device(self) -> str: ...
     @property
