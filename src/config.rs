@@ -73,7 +73,7 @@ pub struct InferenceConfig {
 pub const MAX_LEVELS: usize = 8;
 
 /// The largest pyramid scale: a level above 1 is the image upsampled (SIFT's doubling), which localises keypoints
-/// on a finer grid at four times the detector's work per doubling; beyond 2 the bilinear upsampling adds no detail.
+/// on a finer grid; each doubling quadruples the detector's work, and nothing beyond 2 was measured.
 pub const MAX_UPSCALE: f32 = 2.0;
 
 /// The largest kernel a config may ask for: a GPU convolution reads the PX + K - 1 <= 8 input values of a tile row as

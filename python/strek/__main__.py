@@ -25,6 +25,9 @@ def main(argv=None) -> int:
     extract.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"])
     extract.add_argument("--weights", help=".safetensors file (default: the shipped weights)")
     extract.add_argument("--max-keypoints", type=int)
+    extract.add_argument("--scales", type=lambda v: [float(s) for s in v.split(",")],
+                         help="pyramid scales instead of the weights' own, e.g. 1,2,1.414,0.707,0.5,0.354,0.25 "
+                              "(levels above 1 upsample: finer keypoints, more work)")
     extract.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     args = parser.parse_args(argv)
     try:
@@ -36,7 +39,7 @@ def main(argv=None) -> int:
 
 def extract_folder(args) -> int:
     images = list_images(args.images, args.recursive)
-    session = Session(args.device, args.weights, args.max_keypoints)
+    session = Session(args.device, args.weights, args.max_keypoints, scales=args.scales)
     print(f"{len(images)} images; {session.device}", file=sys.stderr)
     written, failed, start = 0, 0, time.monotonic()
     with h5py.File(args.out, "a") as h5:

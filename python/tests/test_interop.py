@@ -100,3 +100,16 @@ def test_pycolmap_maps_a_database_written_from_python(tmp_path, session, tum_fra
     best = max(models.values(), key=lambda r: r.num_reg_images())
     assert best.num_reg_images() >= 12
     assert best.compute_mean_reprojection_error() < 2.0
+
+
+def test_the_h5_command_takes_scales(tmp_path):
+    from PIL import Image
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(textured(7)).save(images / "a.png")
+    out = tmp_path / "features.h5"
+    done = subprocess.run([sys.executable, "-m", "strek", "extract", str(images), "-o", str(out), "--device", "cpu",
+                           "--scales", "1,2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(out, "r") as fd:
+        assert (fd["a.png"]["scales"].__array__() == 0.5).any(), "keypoints of the doubled level"
