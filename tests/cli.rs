@@ -14,6 +14,20 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The demo scene of `w` x `h` (seed `seed`) as an 8-bit gray image.
+fn scene_image(w: u32, h: u32, seed: u64) -> image::GrayImage {
+    let scene = strek::demo::scene(w, h, seed);
+    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
+    image::GrayImage::from_raw(w, h, data).unwrap()
+}
+
+/// A random model of the default architecture (seed `seed`) written to `dir/w.safetensors`; its path.
+fn random_weights(dir: &std::path::Path, seed: u64) -> std::path::PathBuf {
+    let path = dir.join("w.safetensors");
+    std::fs::write(&path, strek::Weights::random(&strek::ModelConfig::default_s_trek(), seed).to_bytes()).unwrap();
+    path
+}
+
 #[test]
 fn demo_writes_its_picture_and_reports_repeatability() {
     let dir = temp_dir("demo");
@@ -30,12 +44,9 @@ fn demo_writes_its_picture_and_reports_repeatability() {
 #[test]
 fn extract_writes_npz_and_reports_bad_files_with_a_failing_exit_code() {
     let dir = temp_dir("extract");
-    let scene = strek::demo::scene(80, 64, 5);
-    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
-    image::GrayImage::from_raw(80, 64, data).unwrap().save(dir.join("scene.png")).unwrap();
+    scene_image(80, 64, 5).save(dir.join("scene.png")).unwrap();
     std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let weights = random_weights(&dir, 2);
     let out_dir = dir.join("out");
     let out = strek()
         .arg("extract")
@@ -75,13 +86,10 @@ fn a_folder_with_broken_files_gives_every_good_output_and_names_every_bad_file()
         if i % 40 == 7 {
             std::fs::write(&path, if i % 80 == 7 { &b""[..] } else { &b"broken"[..] }).unwrap();
         } else {
-            let scene = strek::demo::scene(40 + (i % 3) as u32, 36, i as u64);
-            let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
-            image::GrayImage::from_raw(scene.width, 36, data).unwrap().save(&path).unwrap();
+            scene_image(40 + (i % 3) as u32, 36, i as u64).save(&path).unwrap();
         }
     }
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let weights = random_weights(&dir, 2);
     let out_dir = dir.join("out");
     let run = || {
         strek().arg("extract").arg(&images).arg("--recursive").arg("-o").arg(&out_dir).arg("--weights").arg(&weights).output().unwrap()
@@ -123,8 +131,7 @@ fn device_out_of_memory_is_an_error_with_a_message_not_a_crash() {
     };
     noise(64, 64, &mut rng).save(dir.join("small.png")).unwrap();
     noise(1800, 1400, &mut rng).save(dir.join("big.png")).unwrap();
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let weights = random_weights(&dir, 2);
     let run = |image: &str| {
         let args = format!(
             "--device gpu --weights {} extract {} -o {}",
@@ -170,14 +177,11 @@ fn a_decompression_bomb_is_named_and_skipped_and_the_good_images_are_written() {
     let dir = temp_dir("bomb");
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let scene = strek::demo::scene(80, 64, 7);
-    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
-    let gray = image::GrayImage::from_raw(80, 64, data).unwrap();
+    let gray = scene_image(80, 64, 7);
     gray.save(images.join("a.png")).unwrap();
     gray.save(images.join("c.png")).unwrap();
     std::fs::write(images.join("b_bomb.png"), png_header_claiming(60000, 60000)).unwrap();
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let weights = random_weights(&dir, 2);
     let out_dir = dir.join("out");
     let run = |extra: &[&str]| {
         strek().args(["--device", "cpu", "extract"]).arg(&images).arg("-o").arg(&out_dir).arg("--weights").arg(&weights).args(extra).output().unwrap()
@@ -200,12 +204,9 @@ fn shards_split_a_folder_between_processes_without_overlap_or_gaps() {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     for i in 0..7 {
-        let scene = strek::demo::scene(48, 40, i);
-        let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
-        image::GrayImage::from_raw(48, 40, data).unwrap().save(images.join(format!("img{i}.png"))).unwrap();
+        scene_image(48, 40, i).save(images.join(format!("img{i}.png"))).unwrap();
     }
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 2).to_bytes()).unwrap();
+    let weights = random_weights(&dir, 2);
     let mut seen = Vec::new();
     for shard in 0..3 {
         let out_dir = dir.join(format!("out{shard}"));
@@ -239,11 +240,8 @@ fn shards_split_a_folder_between_processes_without_overlap_or_gaps() {
 #[test]
 fn scales_upsample_the_pyramid_and_a_bad_list_is_a_clear_error() {
     let dir = temp_dir("scales");
-    let scene = strek::demo::scene(90, 70, 6);
-    let strek::image_io::Samples::U8(data) = scene.samples else { unreachable!() };
-    image::GrayImage::from_raw(90, 70, data).unwrap().save(dir.join("scene.png")).unwrap();
-    let weights = dir.join("w.safetensors");
-    std::fs::write(&weights, strek::Weights::random(&strek::ModelConfig::default_s_trek(), 3).to_bytes()).unwrap();
+    scene_image(90, 70, 6).save(dir.join("scene.png")).unwrap();
+    let weights = random_weights(&dir, 3);
     let extract = |scales: &str, out: &str| {
         strek()
             .args(["--device", "cpu", "extract", "--scales", scales, "--weights"])

@@ -78,7 +78,9 @@ fn quarter_turn_rotates_heatmaps_and_shifts_orientations_at_every_level() {
         for (l, (level, turned_level)) in levels.iter().zip(&turned_levels).enumerate() {
             assert_eq!((level.w, level.h), (turned_level.h, turned_level.w), "level sizes swap");
             let (a, b) = (&a_maps[l], &b_maps[l]);
-            let tol = 1e-5 * max_abs(&a.data).max(1.0);
+            // bilinear upsampling rounds its mirrored sample centres apart by a few ulps of the values
+            let upsampled = config.inference.scales[l] > 1.0;
+            let tol = if upsampled { 1e-5 * max_abs(&a.data).max(1.0) } else { 1e-5 };
             assert_close(&format!("C{n} level {}x{} resampled image", level.w, level.h), &b.data, &rot90_map(a).data, tol);
             let (score, orientation) = &heatmaps[l];
             let (turned_score, turned_orientation) = &turned_heatmaps[l];
@@ -98,7 +100,7 @@ fn quarter_turn_rotates_heatmaps_and_shifts_orientations_at_every_level() {
                 assert!(d < 1e-3, "C{n} orientation at {p}: {got} vs {want} + pi/2");
             }
             // bilinear upsampling leaves flat patches whose orientation bins tie, so upsampled levels skip more
-            let share = if config.inference.scales[l] > 1.0 { 0.97 } else { 0.99 };
+            let share = if upsampled { 0.97 } else { 0.99 };
             assert!(compared as f32 >= share * expected.data.len() as f32, "C{n} level {l}: only {compared} of {} orientations shift by exactly pi/2", expected.data.len());
         }
     }

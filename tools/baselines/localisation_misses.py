@@ -86,6 +86,19 @@ def classify_pair(f1, f2, h: np.ndarray, k: int, counts: collections.Counter, by
             counts["neighbour"] += 1
 
 
+def scale_bins(by_scale: dict) -> list:
+    """(label, [matches, within 1 px]) per scale; continuous scales (SIFT's sizes) go to four quartile bins."""
+    rows = sorted(by_scale.items())
+    if len(rows) <= 8:
+        return rows
+    scales = np.array([s for s, _ in rows])
+    counts = np.array([c for _, c in rows])
+    edges = np.quantile(np.repeat(scales, counts[:, 0]), [0.25, 0.5, 0.75])
+    which = np.searchsorted(edges, scales)  # s <= edges[i] falls in bin i
+    labels = [f"<= {e:.1f}" for e in edges] + [f"> {edges[-1]:.1f}"]
+    return [(labels[b], counts[which == b].sum(0).tolist()) for b in range(4) if (which == b).any()]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("features", type=pathlib.Path, help="FEATS/<set>/<sequence>/<image>.npz")
@@ -99,10 +112,10 @@ def main(argv=None) -> int:
             if not (folder / "1.npz").exists():
                 sys.exit(f"no features for {seq} under {folder}")
             f1 = np.load(folder / "1.npz")
+            shrink1 = shrink_map(original_size(seq, "1"), f1["image_size"])
             for h_file in sorted(seq.glob("H_1_*")):
                 stem = h_file.name.split("_")[2]
                 f2 = np.load(folder / f"{stem}.npz")
-                shrink1 = shrink_map(original_size(seq, "1"), f1["image_size"])
                 shrink2 = shrink_map(original_size(seq, stem), f2["image_size"])
                 h = shrink2 @ np.loadtxt(h_file) @ np.linalg.inv(shrink1)
                 classify_pair(f1, f2, h, args.k, counts, by_scale)
@@ -112,18 +125,8 @@ def main(argv=None) -> int:
               f"{counts['within 1 px'] / within3:.3f} of them within 1 px; the others: "
               + ", ".join(f"{name} {counts[name]} ({counts[name] / misses:.2f})"
                           for name in ("localisation", "neighbour, 1px", "neighbour")))
-        coarse = sorted(by_scale.items())
-        if len(coarse) > 8:  # continuous scales (SIFT's sizes): four quartile bins
-            edges = np.quantile(np.repeat([s for s, _ in coarse], [n for _, (n, _) in coarse]), [0.25, 0.5, 0.75])
-            bins = collections.defaultdict(lambda: [0, 0])
-            for s, (n, good) in coarse:
-                key = f"<= {edges[0]:.1f}" if s <= edges[0] else f"<= {edges[1]:.1f}" if s <= edges[1] else (
-                    f"<= {edges[2]:.1f}" if s <= edges[2] else f"> {edges[2]:.1f}")
-                bins[key][0] += n
-                bins[key][1] += good
-            coarse = list(bins.items())
         print("  within 1 px by keypoint scale: "
-              + ", ".join(f"{s}: {good / n:.2f} of {n}" for s, (n, good) in coarse))
+              + ", ".join(f"{s}: {good / n:.2f} of {n}" for s, (n, good) in scale_bins(by_scale)))
     return 0
 
 
